@@ -1,0 +1,101 @@
+"""Service configuration: parsed once at the entry point into frozen objects, passed down."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from scorer.core.units import parse_size
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "scorer"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxDefaults:
+    """Limits every benchmark inherits unless it sets its own."""
+
+    pids: int = 512
+    tmp_bytes: int = 1024**3
+    output_bytes: int = 64 * 1024**2
+    shm_bytes: int = 256 * 1024**2
+    log_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    listen: str = DEFAULT_LISTEN
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
+    state_dir: Path = field(default_factory=default_state_dir)
+    runtime: str = "runc"  # or "runsc" (gVisor)
+    cpu_slots: int = 1  # CPU-only evaluations that may run at once
+    gpus: tuple[int, ...] = ()  # host GPU indices the service may hand out
+    gpu_mode: str = "devices"  # "devices" (plain device nodes) or "toolkit"
+    gpu_driver_dir: str = "/usr/local/nvidia"
+    max_attempts: int = 3  # INFRASTRUCTURE retries are bounded (CMS retries 3 times)
+    dataset_verify_interval_s: float = 24 * 3600.0
+    sandbox: SandboxDefaults = field(default_factory=SandboxDefaults)
+    self_test: bool = True
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "scorer.db"
+
+    @property
+    def key_path(self) -> Path:
+        return self.state_dir / "signing.key"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+
+_SIZE_KEYS = {"tmp_bytes", "output_bytes", "shm_bytes", "log_bytes"}
+
+
+def load_config(path: Path | None, **overrides: Any) -> ServiceConfig:
+    """Read a TOML file (optional) and apply non-None overrides from the command line."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"cannot read config {path}: {exc}") from exc
+    sandbox_raw = raw.pop("sandbox", {})
+    known = set(ServiceConfig.__dataclass_fields__) - {"sandbox"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    sb_known = set(SandboxDefaults.__dataclass_fields__)
+    if set(sandbox_raw) - sb_known:
+        raise ValueError(f"unknown [sandbox] keys: {', '.join(sorted(set(sandbox_raw) - sb_known))}")
+    sandbox = SandboxDefaults(
+        **{k: parse_size(v) if k in _SIZE_KEYS else int(v) for k, v in sandbox_raw.items()}
+    )
+    values: dict[str, Any] = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    if "state_dir" in values:
+        values["state_dir"] = Path(values["state_dir"]).expanduser()
+    if "gpus" in values:
+        values["gpus"] = tuple(int(g) for g in values["gpus"])
+    config = replace(ServiceConfig(sandbox=sandbox), **values)
+    _check(config)
+    return config
+
+
+def _check(config: ServiceConfig) -> None:
+    if config.runtime not in ("runc", "runsc"):
+        raise ValueError(f"runtime must be runc or runsc, not {config.runtime!r}")
+    if config.gpu_mode not in ("devices", "toolkit"):
+        raise ValueError(f"gpu_mode must be devices or toolkit, not {config.gpu_mode!r}")
+    if config.cpu_slots < 1:
+        raise ValueError("cpu_slots must be at least 1")
+    if config.max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")

@@ -1,0 +1,201 @@
+"""The gRPC shell: servicers translate messages, the service decides; one table maps errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from scorer import convert
+from scorer.core.manifest import Manifest
+from scorer.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    ScorerError,
+)
+from scorer.service import Service, SubmitRequest
+from scorer.v1 import scorer_pb2 as pb
+from scorer.v1 import scorer_pb2_grpc as pb_grpc
+
+log = structlog.get_logger("scorer.server")
+
+STATUS_OF: dict[type[ScorerError], grpc.StatusCode] = {
+    InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+MAX_PAGE_SIZE = 500
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _abort(context: grpc.ServicerContext, exc: ScorerError) -> None:
+    code = STATUS_OF.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT)
+    context.abort(code, str(exc))
+
+
+def mapped(fn: F) -> F:
+    """Domain errors become their status code; anything else is logged and is INTERNAL."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except ScorerError as exc:
+            _abort(context, exc)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _loopback_only(context: grpc.ServicerContext) -> None:
+    """Admin calls stay on loopback until authentication lands."""
+    peer = context.peer()
+    if not (peer.startswith(("ipv4:127.", "ipv6:[::1]", "unix:"))):
+        raise PermissionDeniedError("admin calls are accepted from loopback only")
+
+
+class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    @mapped
+    def SubmitEvaluation(self, request: pb.SubmitEvaluationRequest, context: Any) -> Any:  # noqa: N802
+        ev, created = self._service.submit(SubmitRequest(
+            submission_id=request.submission_id, benchmark=request.benchmark,
+            team=request.team, image=request.image,
+        ))
+        return pb.SubmitEvaluationResponse(evaluation=convert.evaluation(ev), created=created)
+
+    @mapped
+    def GetEvaluation(self, request: pb.GetEvaluationRequest, context: Any) -> Any:  # noqa: N802
+        return convert.evaluation(self._service.get(request.id))
+
+    @mapped
+    def ListEvaluations(self, request: pb.ListEvaluationsRequest, context: Any) -> Any:  # noqa: N802
+        size = request.page_size or 50
+        if not 0 < size <= MAX_PAGE_SIZE:
+            raise InvalidArgumentError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        after = 0
+        if request.page_token:
+            if not request.page_token.isdigit():
+                raise InvalidArgumentError("page_token is not one this service issued")
+            after = int(request.page_token)
+        rows = self._service.store.list(
+            team=request.team, benchmark=request.benchmark,
+            state=convert.state_from_pb(request.state), after_seq=after, limit=size + 1,
+        )
+        token = str(rows[size - 1].seq) if len(rows) > size else ""
+        return pb.ListEvaluationsResponse(
+            evaluations=[convert.evaluation(e) for e in rows[:size]], next_page_token=token
+        )
+
+    def WatchEvaluation(  # noqa: N802
+        self, request: pb.WatchEvaluationRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.EvaluationEvent]:
+        try:
+            for ev, event in self._service.watch(request.id, context.is_active):
+                yield pb.EvaluationEvent(evaluation=convert.evaluation(ev), message=event.message,
+                                         at=convert.timestamp(event.at))
+        except ScorerError as exc:
+            _abort(context, exc)
+
+    @mapped
+    def CancelEvaluation(self, request: pb.CancelEvaluationRequest, context: Any) -> Any:  # noqa: N802
+        return convert.evaluation(self._service.cancel(request.id))
+
+    @mapped
+    def ListBenchmarks(self, request: pb.ListBenchmarksRequest, context: Any) -> Any:  # noqa: N802
+        out = []
+        for bench in self._service.store.list_benchmarks():
+            record = self._service.store.get_dataset(bench.dataset)
+            splits = sorted(set(Manifest.from_json(record.manifest_json).splits)) if record else []
+            out.append(convert.benchmark(
+                bench, dataset_digest=record.manifest_digest if record else "", splits=splits
+            ))
+        return pb.ListBenchmarksResponse(benchmarks=out)
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    @mapped
+    def AddDataset(self, request: pb.AddDatasetRequest, context: Any) -> Any:  # noqa: N802
+        _loopback_only(context)
+        record = self._service.add_dataset(request.name, request.videos_dir, request.labels_csv)
+        manifest = Manifest.from_json(record.manifest_json)
+        per_split: dict[str, int] = {}
+        for split in manifest.splits:
+            per_split[split] = per_split.get(split, 0) + 1
+        return convert.dataset(record, per_split)
+
+    @mapped
+    def VerifyDataset(self, request: pb.VerifyDatasetRequest, context: Any) -> Any:  # noqa: N802
+        _loopback_only(context)
+        problems = self._service.verify_dataset(request.name)
+        return pb.VerifyDatasetResponse(ok=not problems, problems=problems)
+
+    @mapped
+    def AddBenchmark(self, request: pb.AddBenchmarkRequest, context: Any) -> Any:  # noqa: N802
+        _loopback_only(context)
+        if request.limits.gpus < 0 or request.limits.cpus < 0:
+            raise InvalidArgumentError("limits must not be negative")
+        bench = self._service.add_benchmark(convert.benchmark_from_request(request))
+        return convert.benchmark(bench)
+
+
+class AuditServicer(pb_grpc.AuditServiceServicer):
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    @mapped
+    def GetPublicKey(self, request: pb.GetPublicKeyRequest, context: Any) -> Any:  # noqa: N802
+        signer = self._service.signer
+        return pb.PublicKey(keyid=signer.keyid, algorithm="ed25519",
+                            public_key_pem=signer.public_key_pem())
+
+
+def build_server(service: Service, listen: str, *, max_workers: int = 32) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A started-not-yet server bound to `listen` (port 0 picks one); returns (server, port, health)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
+    pb_grpc.add_EvaluationServiceServicer_to_server(EvaluationServicer(service), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(service), server)
+    pb_grpc.add_AuditServiceServicer_to_server(AuditServicer(service), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [
+        pb.DESCRIPTOR.services_by_name[s].full_name
+        for s in ("EvaluationService", "AdminService", "AuditService")
+    ]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME],
+                                        server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return server, port, health_servicer
+
+
+def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ["", *(pb.DESCRIPTOR.services_by_name[s].full_name
+                       for s in ("EvaluationService", "AdminService", "AuditService"))]:
+        health_servicer.set(name, status)

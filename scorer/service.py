@@ -1,0 +1,394 @@
+"""The service's use cases behind the gRPC surface: admin, submission, cancel, watch, recovery,
+and the FIFO scheduler that hands out CPU slots and whole GPUs exclusively."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+
+from sandbox import ExecutorError, GpuAssignment, ImageNotFoundError
+from sandbox.executor import Executor
+from scorer.config import ServiceConfig
+from scorer.core.lifecycle import TERMINAL, FailureReason, State
+from scorer.core.manifest import DatasetError, Manifest
+from scorer.datasets import build_manifest, full_verify
+from scorer.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from scorer.models import Benchmark, DatasetRecord, Evaluation, Event
+from scorer.receipts import Signer
+from scorer.runner import AttemptRunner, Cancelled, CancelToken, InfrastructureError
+from scorer.store import ACTIVE, SqliteJobStore, now
+from scorer.telemetry import Telemetry
+
+log = structlog.get_logger("scorer.service")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitRequest:
+    submission_id: str
+    benchmark: str
+    team: str
+    image: str
+
+
+class Service:
+    def __init__(
+        self,
+        *,
+        config: ServiceConfig,
+        store: SqliteJobStore,
+        executor: Executor,
+        signer: Signer,
+        telemetry: Telemetry,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.executor = executor
+        self.signer = signer
+        self.telemetry = telemetry
+        self.instance_id = store.instance_id()
+        self._runner = AttemptRunner(
+            config=config, store=store, executor=executor, signer=signer,
+            telemetry=telemetry, instance_id=self.instance_id,
+        )
+        self._lock = threading.Lock()
+        self._tokens: dict[str, CancelToken] = {}
+        self._free_gpus = list(config.gpus)
+        self._cpu_running = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        telemetry.track_depth(
+            lambda: store.count_in_state(State.QUEUED), lambda: len(self._tokens)
+        )
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        for target, name in ((self._schedule_loop, "scheduler"), (self._verify_loop, "verifier")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop scheduling; running attempts are killed and recovered at the next start."""
+        self._stop.set()
+        with self._lock:
+            tokens = list(self._tokens.values())
+        for token in tokens:
+            token.event.set()
+            if token.handle:
+                self._kill(token.handle)
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+    def recover(self) -> None:
+        """After a crash: reap our containers, then retry or fail what was in flight."""
+        try:
+            reaped = self.executor.reap({"scorer.instance": self.instance_id})
+        except ExecutorError as exc:
+            raise RuntimeError(f"cannot reap leftover containers: {exc}") from exc
+        interrupted = self.store.in_states(ACTIVE)
+        for ev in interrupted:
+            self._retry_or_fail(ev, "the service restarted while the evaluation ran")
+        shutil.rmtree(self.config.runs_dir, ignore_errors=True)
+        log.info("recovered", reaped_containers=reaped, interrupted=len(interrupted))
+
+    # --- admin ---------------------------------------------------------------------------------
+
+    def add_dataset(self, name: str, videos_dir: str, labels_csv: bytes) -> DatasetRecord:
+        _check_name("dataset", name)
+        folder = Path(videos_dir)
+        if not folder.is_absolute():
+            raise InvalidArgumentError("videos_dir must be an absolute path on the service host")
+        if not folder.is_dir():
+            raise InvalidArgumentError(f"videos_dir {videos_dir} is not a folder on the service host")
+        try:
+            manifest, stats = build_manifest(folder, labels_csv)
+        except DatasetError as exc:
+            raise InvalidArgumentError(str(exc)) from exc
+        record = DatasetRecord(
+            name=name, videos_dir=str(folder.resolve()), manifest_json=manifest.to_json(),
+            manifest_digest=manifest.digest, stats_json=stats.to_json(), created_at=now(),
+        )
+        try:
+            created = self.store.add_dataset(record)
+        except KeyError:
+            raise AlreadyExistsError(
+                f"dataset {name} exists with other contents; register it under a new name"
+            ) from None
+        log.info("dataset_registered", dataset=name, digest=manifest.digest, created=created,
+                 videos=len(manifest.names))
+        stored = self.store.get_dataset(name)
+        assert stored is not None
+        return stored
+
+    def verify_dataset(self, name: str) -> list[str]:
+        record = self._dataset(name)
+        problems = full_verify(Path(record.videos_dir), Manifest.from_json(record.manifest_json))
+        self.store.set_dataset_verified(name, "; ".join(problems[:5]) if problems else None)
+        log.info("dataset_verified", dataset=name, ok=not problems, problems=problems[:20])
+        return problems
+
+    def add_benchmark(self, bench: Benchmark) -> Benchmark:
+        _check_name("benchmark", bench.name)
+        self._dataset(bench.dataset)
+        lim = bench.limits
+        if not 0 < lim.time_limit_s <= 7 * 24 * 3600:
+            raise InvalidArgumentError("time limit must be between 0 and 7 days")
+        if lim.memory_bytes < 16 * 1024**2:
+            raise InvalidArgumentError("memory must be at least 16 MiB")
+        if not 0 < lim.cpus <= 1024:
+            raise InvalidArgumentError("cpus must be positive")
+        if lim.gpus < 0:
+            raise InvalidArgumentError("gpus must be 0 (CPU only) or more")
+        if lim.gpus > len(self.config.gpus):
+            raise FailedPreconditionError(
+                f"the benchmark asks for {lim.gpus} GPUs; this service has {len(self.config.gpus)}"
+            )
+        key = bench.organizer_public_key
+        if key is not None and len(key) != 32:
+            raise InvalidArgumentError("the organizer public key must be a raw 32-byte X25519 key")
+        try:
+            self.store.add_benchmark(replace(bench, created_at=now()))
+        except KeyError:
+            raise AlreadyExistsError(
+                f"benchmark {bench.name} exists with another definition; benchmarks never change"
+            ) from None
+        stored = self.store.get_benchmark(bench.name)
+        assert stored is not None
+        return stored
+
+    def _dataset(self, name: str) -> DatasetRecord:
+        record = self.store.get_dataset(name)
+        if record is None:
+            raise NotFoundError(f"no dataset named {name}")
+        return record
+
+    # --- evaluations ---------------------------------------------------------------------------
+
+    def submit(self, req: SubmitRequest) -> tuple[Evaluation, bool]:
+        if not _SUBMISSION_ID.match(req.submission_id):
+            raise InvalidArgumentError(
+                "submission_id must be 1-128 characters of letters, digits and ._:@/-"
+            )
+        if not req.team or len(req.team) > 128 or not req.team.isprintable():
+            raise InvalidArgumentError("team must be 1-128 printable characters")
+        if not _IMAGE_REF.match(req.image):
+            raise InvalidArgumentError("image must be an image reference (a tag or an id)")
+        existing = self.store.get_by_submission(req.submission_id)
+        if existing is not None:
+            return self._replay(existing, req)
+        bench = self.store.get_benchmark(req.benchmark)
+        if bench is None:
+            raise NotFoundError(f"no benchmark named {req.benchmark}")
+        try:
+            info = self.executor.resolve_image(req.image)
+        except ImageNotFoundError:
+            raise NotFoundError(
+                f"image {req.image} is not present in the service's engine (it is never pulled)"
+            ) from None
+        except ExecutorError as exc:
+            raise FailedPreconditionError(f"the container engine is unavailable: {exc}") from exc
+        ev = Evaluation(
+            id=f"ev_{uuid.uuid4().hex}", seq=0, submission_id=req.submission_id, team=req.team,
+            benchmark=bench.name, image_ref=req.image, image_digest=info.id, state=State.QUEUED,
+            gpus=bench.limits.gpus, limits=bench.definition(), created_at=now(), updated_at=now(),
+            status_message="queued",
+        )
+        stored, created = self.store.create_evaluation(ev)
+        if not created:
+            return self._replay(stored, req)
+        self.telemetry.submitted.inc()
+        log.info("evaluation_submitted", evaluation_id=stored.id, team=req.team,
+                 benchmark=bench.name, image_digest=info.id)
+        return stored, True
+
+    @staticmethod
+    def _replay(existing: Evaluation, req: SubmitRequest) -> tuple[Evaluation, bool]:
+        if (existing.benchmark, existing.team, existing.image_ref) != (
+            req.benchmark, req.team, req.image,
+        ):
+            raise AlreadyExistsError(
+                f"submission_id {req.submission_id} was already used for another submission"
+            )
+        return existing, False
+
+    def get(self, evaluation_id: str) -> Evaluation:
+        ev = self.store.get(evaluation_id)
+        if ev is None:
+            raise NotFoundError(f"no evaluation {evaluation_id}")
+        return ev
+
+    def cancel(self, evaluation_id: str) -> Evaluation:
+        """Cancel in any non-terminal state; a running container is killed at once."""
+        for _ in range(10):
+            ev = self.get(evaluation_id)
+            if ev.state in TERMINAL:
+                return ev
+            if self.store.transition(ev.id, ev.state, State.CANCELLED,
+                                     message="cancelled by the caller"):
+                break
+        with self._lock:
+            token = self._tokens.get(evaluation_id)
+        if token is not None:
+            token.event.set()
+            if token.handle:
+                self._kill(token.handle)
+        ev = self.get(evaluation_id)
+        if ev.state is State.CANCELLED:
+            self.telemetry.observe_finished("CANCELLED", None, _age_s(ev))
+            log.info("evaluation_cancelled", evaluation_id=ev.id)
+        return ev
+
+    def watch(self, evaluation_id: str, active: Callable[[], bool]) -> Iterator[tuple[Evaluation, Event]]:
+        """Every state change and status message until terminal (or the caller goes away)."""
+        self.get(evaluation_id)
+        last = 0
+        while active():
+            events = self.store.events(evaluation_id, last)
+            current = self.get(evaluation_id)
+            for i, event in enumerate(events):
+                last = event.seq
+                snapshot = current if i == len(events) - 1 else replace(
+                    current, state=event.state, status_message=event.message
+                )
+                yield snapshot, event
+            if current.state in TERMINAL and not self.store.events(evaluation_id, last):
+                return
+            self.store.wait_for_change(0.5)
+
+    def _kill(self, handle: str) -> None:
+        try:
+            self.executor.cancel(handle)
+        except ExecutorError as exc:
+            log.warning("kill_failed", handle=handle[:12], error=str(exc))
+
+    # --- scheduling ----------------------------------------------------------------------------
+
+    def _schedule_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._dispatch()
+            except Exception:
+                log.exception("scheduler_failed")
+            self.store.wait_for_change(0.5)
+
+    def _dispatch(self) -> None:
+        """FIFO per pool: CPU jobs take CPU slots; GPU jobs take whole GPUs, head first."""
+        gpu_blocked = False
+        for ev in self.store.in_states([State.QUEUED]):
+            with self._lock:
+                if ev.gpus == 0:
+                    if self._cpu_running >= self.config.cpu_slots:
+                        continue
+                    self._cpu_running += 1
+                    gpus = GpuAssignment()
+                else:
+                    if gpu_blocked or len(self._free_gpus) < ev.gpus:
+                        gpu_blocked = True  # no backfill past the head: strict FIFO
+                        continue
+                    taken = tuple(self._free_gpus[: ev.gpus])
+                    del self._free_gpus[: ev.gpus]
+                    gpus = GpuAssignment(indices=taken)
+                token = CancelToken(event=threading.Event())
+                self._tokens[ev.id] = token
+            if not self.store.transition(
+                ev.id, State.QUEUED, State.PREPARING, new_attempt=True,
+                message="preparing: checking the dataset and the image",
+            ):
+                self._release(ev.id, gpus)
+                continue
+            started = self.get(ev.id)
+            threading.Thread(target=self._run, args=(started, gpus, token),
+                             name=f"run-{ev.id[:11]}", daemon=True).start()
+
+    def _run(self, ev: Evaluation, gpus: GpuAssignment, token: CancelToken) -> None:
+        t0 = time.monotonic()
+        with structlog.contextvars.bound_contextvars(evaluation_id=ev.id):
+            try:
+                self._runner.run(ev, gpus, token)
+            except Cancelled:
+                log.info("attempt_cancelled", attempt=ev.attempts)
+            except (InfrastructureError, ExecutorError, OSError) as exc:
+                log.error("attempt_failed", attempt=ev.attempts, error=str(exc))
+                self._retry_or_fail(ev, str(exc))
+            except Exception as exc:
+                log.exception("attempt_crashed", attempt=ev.attempts)
+                self._retry_or_fail(ev, f"internal error: {type(exc).__name__}")
+            finally:
+                if token.handle and not self._stop.is_set():
+                    self.store.record_attempt(ev.id, ev.attempts, outcome="done")
+                self._release(ev.id, gpus)
+                shutil.rmtree(self.config.runs_dir / ev.id, ignore_errors=True)
+        final = self.get(ev.id)
+        if final.state in (State.SUCCEEDED, State.FAILED):
+            reason = final.failure_reason.value if final.failure_reason else None
+            self.telemetry.observe_finished(final.state.value, reason, _age_s(final))
+        log.info("attempt_ended", evaluation_id=ev.id, state=final.state.value,
+                 seconds=round(time.monotonic() - t0, 3))
+
+    def _release(self, evaluation_id: str, gpus: GpuAssignment) -> None:
+        with self._lock:
+            self._tokens.pop(evaluation_id, None)
+            if gpus.indices:
+                self._free_gpus.extend(gpus.indices)
+                self._free_gpus.sort()
+            else:
+                self._cpu_running -= 1
+
+    def _retry_or_fail(self, ev: Evaluation, detail: str) -> None:
+        current = self.get(ev.id)
+        if current.state not in ACTIVE:
+            return
+        self.store.record_attempt(ev.id, current.attempts, outcome="infrastructure", detail=detail)
+        if current.attempts < self.config.max_attempts:
+            if self.store.transition(
+                ev.id, current.state, State.QUEUED,
+                message=f"retrying after an infrastructure failure "
+                f"(attempt {current.attempts} of {self.config.max_attempts} failed)",
+            ):
+                self.telemetry.retries.inc()
+            return
+        message = (f"the service failed to run the evaluation {current.attempts} times; this is "
+                   "not the participant's fault and does not count against a quota")
+        self.store.transition(ev.id, current.state, State.FAILED, message=message,
+                              failure=(FailureReason.INFRASTRUCTURE, message))
+
+    def _verify_loop(self) -> None:
+        """Full re-hash of every dataset on a schedule (quick checks run before every attempt)."""
+        while not self._stop.wait(60.0):
+            for name in self.store.list_datasets():
+                record = self.store.get_dataset(name)
+                if record is None:
+                    continue
+                age = (now() - (record.verified_at or record.created_at)).total_seconds()
+                if age >= self.config.dataset_verify_interval_s:
+                    self.verify_dataset(name)
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _NAME.match(name):
+        raise InvalidArgumentError(
+            f"{kind} name must be 1-64 characters of letters, digits and ._- (not {name!r})"
+        )
+
+
+def _age_s(ev: Evaluation) -> float:
+    return max((now() - ev.created_at).total_seconds(), 0.0)
