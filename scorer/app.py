@@ -21,30 +21,44 @@ log = structlog.get_logger("scorer.app")
 
 
 def make_executor(config: ServiceConfig) -> DockerExecutor:
-    return DockerExecutor(DockerExecutorConfig(
-        runtime=config.runtime,
-        work_dir=config.state_dir / "mounts",
-        gpu_mode=config.gpu_mode,
-        gpu_driver_dir=config.gpu_driver_dir,
-    ))
+    return DockerExecutor(
+        DockerExecutorConfig(
+            runtime=config.runtime,
+            work_dir=config.state_dir / "mounts",
+            gpu_mode=config.gpu_mode,
+            gpu_driver_dir=config.gpu_driver_dir,
+        )
+    )
 
 
-def serve(config: ServiceConfig, *, ready: threading.Event | None = None,
-          stop: threading.Event | None = None) -> None:
+def serve(
+    config: ServiceConfig,
+    *,
+    ready: threading.Event | None = None,
+    stop: threading.Event | None = None,
+) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set); health turns SERVING after the self-test."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = SqliteJobStore(config.db_path)
     signer = Signer.load_or_create(config.key_path)
     executor = make_executor(config)
     telemetry = Telemetry()
-    service = Service(config=config, store=store, executor=executor, signer=signer,
-                      telemetry=telemetry)
+    service = Service(
+        config=config, store=store, executor=executor, signer=signer, telemetry=telemetry
+    )
     service.start()
     server, port, health = build_server(service, config.listen)
     telemetry.serve(config.metrics_listen)
     server.start()
-    log.info("serving", listen=config.listen, port=port, metrics=config.metrics_listen,
-             state_dir=str(config.state_dir), keyid=signer.keyid, runtime=config.runtime)
+    log.info(
+        "serving",
+        listen=config.listen,
+        port=port,
+        metrics=config.metrics_listen,
+        state_dir=str(config.state_dir),
+        keyid=signer.keyid,
+        runtime=config.runtime,
+    )
     stop = stop or threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -15,7 +15,7 @@ from scorer.v1 import scorer_pb2 as pb
 TERMINAL = {pb.SUCCEEDED, pb.FAILED, pb.CANCELLED}
 
 
-class Size(click.ParamType):
+class Size(click.ParamType):  # type: ignore[type-arg]
     """512m, 2g or bytes."""
 
     name = "SIZE"

@@ -1,4 +1,5 @@
-"""A thin gRPC client for the CLI and the demo; errors become ClientError with the server's words."""
+"""A thin gRPC client for the CLI and the demo; errors become ClientError with the server's
+words."""
 
 from __future__ import annotations
 
@@ -70,8 +71,9 @@ class Client:
         return self.call(self.evaluations.GetEvaluation, pb.GetEvaluationRequest(id=evaluation_id))  # type: ignore[no-any-return]
 
     def watch(self, evaluation_id: str) -> Iterator[pb.EvaluationEvent]:
-        return self.stream(self.evaluations.WatchEvaluation,
-                           pb.WatchEvaluationRequest(id=evaluation_id))
+        return self.stream(
+            self.evaluations.WatchEvaluation, pb.WatchEvaluationRequest(id=evaluation_id)
+        )
 
 
 def _client_error(exc: grpc.RpcError, address: str) -> ClientError:

@@ -76,7 +76,9 @@ def load_config(path: Path | None, **overrides: Any) -> ServiceConfig:
         raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
     sb_known = set(SandboxDefaults.__dataclass_fields__)
     if set(sandbox_raw) - sb_known:
-        raise ValueError(f"unknown [sandbox] keys: {', '.join(sorted(set(sandbox_raw) - sb_known))}")
+        raise ValueError(
+            f"unknown [sandbox] keys: {', '.join(sorted(set(sandbox_raw) - sb_known))}"
+        )
     sandbox = SandboxDefaults(
         **{k: parse_size(v) if k in _SIZE_KEYS else int(v) for k, v in sandbox_raw.items()}
     )

@@ -23,8 +23,9 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 def split_metrics(split: str, metrics: dict[str, Any] | None) -> pb.SplitMetrics | None:
     if not metrics:
         return None
-    msg = pb.SplitMetrics(split=split, n=int(metrics.get("n") or 0),
-                          imputed=int(metrics.get("imputed") or 0))
+    msg = pb.SplitMetrics(
+        split=split, n=int(metrics.get("n") or 0), imputed=int(metrics.get("imputed") or 0)
+    )
     for key in ("log_loss", "roc_auc", "average_precision", "accuracy"):
         if metrics.get(key) is not None:
             setattr(msg, key, float(metrics[key]))
@@ -35,13 +36,20 @@ def split_metrics(split: str, metrics: dict[str, Any] | None) -> pb.SplitMetrics
 
 def evaluation(ev: Evaluation) -> pb.Evaluation:
     msg = pb.Evaluation(
-        id=ev.id, submission_id=ev.submission_id, team=ev.team, benchmark=ev.benchmark,
-        image_ref=ev.image_ref, image_digest=ev.image_digest,
+        id=ev.id,
+        submission_id=ev.submission_id,
+        team=ev.team,
+        benchmark=ev.benchmark,
+        image_ref=ev.image_ref,
+        image_digest=ev.image_digest,
         state=pb.EvaluationState.Value(ev.state.value),
         failure_reason=pb.FailureReason.Value(ev.failure_reason.value)
-        if ev.failure_reason else pb.FAILURE_REASON_UNSPECIFIED,
-        failure_message=ev.failure_message, status_message=ev.status_message,
-        created_at=timestamp(ev.created_at), updated_at=timestamp(ev.updated_at),
+        if ev.failure_reason
+        else pb.FAILURE_REASON_UNSPECIFIED,
+        failure_message=ev.failure_message,
+        status_message=ev.status_message,
+        created_at=timestamp(ev.created_at),
+        updated_at=timestamp(ev.updated_at),
         attempts=ev.attempts,
     )
     public = split_metrics("public", ev.public_metrics)
@@ -53,30 +61,43 @@ def evaluation(ev: Evaluation) -> pb.Evaluation:
         msg.receipt.CopyFrom(receipt)
     if ev.usage:
         u = ev.usage
-        msg.usage.CopyFrom(pb.Usage(
-            wall_seconds=u.get("wall_seconds") or 0.0, cpu_seconds=u.get("cpu_seconds") or 0.0,
-            peak_memory_bytes=u.get("peak_memory_bytes") or 0,
-            output_bytes=u.get("output_bytes") or 0,
-        ))
+        msg.usage.CopyFrom(
+            pb.Usage(
+                wall_seconds=u.get("wall_seconds") or 0.0,
+                cpu_seconds=u.get("cpu_seconds") or 0.0,
+                peak_memory_bytes=u.get("peak_memory_bytes") or 0,
+                output_bytes=u.get("output_bytes") or 0,
+            )
+        )
     if ev.limits:
         lim = ev.limits
-        msg.limits.CopyFrom(pb.Limits(
-            time_limit_seconds=lim["time_limit_s"], memory_bytes=lim["memory_bytes"],
-            cpus=lim["cpus"], gpus=lim["gpus"],
-        ))
+        msg.limits.CopyFrom(
+            pb.Limits(
+                time_limit_seconds=lim["time_limit_s"],
+                memory_bytes=lim["memory_bytes"],
+                cpus=lim["cpus"],
+                gpus=lim["gpus"],
+            )
+        )
     return msg
 
 
-def benchmark(bench: Benchmark, *, dataset_digest: str = "", splits: list[str] | None = None
-              ) -> pb.Benchmark:
+def benchmark(
+    bench: Benchmark, *, dataset_digest: str = "", splits: list[str] | None = None
+) -> pb.Benchmark:
     return pb.Benchmark(
-        name=bench.name, dataset=bench.dataset,
-        limits=pb.Limits(time_limit_seconds=bench.limits.time_limit_s,
-                         memory_bytes=bench.limits.memory_bytes, cpus=bench.limits.cpus,
-                         gpus=bench.limits.gpus),
+        name=bench.name,
+        dataset=bench.dataset,
+        limits=pb.Limits(
+            time_limit_seconds=bench.limits.time_limit_s,
+            memory_bytes=bench.limits.memory_bytes,
+            cpus=bench.limits.cpus,
+            gpus=bench.limits.gpus,
+        ),
         missing_predictions=_POLICY_TO_PB[bench.missing],
         organizer_public_key=bench.organizer_public_key or b"",
-        dataset_digest=dataset_digest, splits=splits or [],
+        dataset_digest=dataset_digest,
+        splits=splits or [],
         created_at=timestamp(bench.created_at) if bench.created_at else None,
     )
 
@@ -85,14 +106,16 @@ def benchmark_from_request(req: pb.AddBenchmarkRequest) -> Benchmark:
     defaults = BenchmarkLimits()
     lim = req.limits
     return Benchmark(
-        name=req.name, dataset=req.dataset,
+        name=req.name,
+        dataset=req.dataset,
         limits=BenchmarkLimits(
             time_limit_s=lim.time_limit_seconds or defaults.time_limit_s,
             memory_bytes=lim.memory_bytes or defaults.memory_bytes,
             cpus=lim.cpus or defaults.cpus,
             gpus=lim.gpus,
         ),
-        missing=MissingPolicy.IMPUTE if req.missing_predictions == pb.IMPUTE
+        missing=MissingPolicy.IMPUTE
+        if req.missing_predictions == pb.IMPUTE
         else MissingPolicy.FAIL,
         organizer_public_key=bytes(req.organizer_public_key) or None,
     )
@@ -100,8 +123,11 @@ def benchmark_from_request(req: pb.AddBenchmarkRequest) -> Benchmark:
 
 def dataset(record: DatasetRecord, per_split: dict[str, int]) -> pb.Dataset:
     return pb.Dataset(
-        name=record.name, videos_dir=record.videos_dir, manifest_digest=record.manifest_digest,
-        num_videos=sum(per_split.values()), videos_per_split=per_split,
+        name=record.name,
+        videos_dir=record.videos_dir,
+        manifest_digest=record.manifest_digest,
+        num_videos=sum(per_split.values()),
+        videos_per_split=per_split,
         created_at=timestamp(record.created_at),
     )
 
@@ -109,11 +135,13 @@ def dataset(record: DatasetRecord, per_split: dict[str, int]) -> pb.Dataset:
 def state_from_pb(value: int) -> State | None:
     if value == pb.EVALUATION_STATE_UNSPECIFIED:
         return None
-    return State(pb.EvaluationState.Name(value))
+    return State(pb.EvaluationState.Name(pb.EvaluationState.ValueType(value)))
 
 
 def reason_name(value: int) -> str | None:
-    return None if value == pb.FAILURE_REASON_UNSPECIFIED else pb.FailureReason.Name(value)
+    if value == pb.FAILURE_REASON_UNSPECIFIED:
+        return None
+    return pb.FailureReason.Name(pb.FailureReason.ValueType(value))
 
 
 def metrics_json(m: pb.SplitMetrics) -> dict[str, Any]:
@@ -138,7 +166,8 @@ def evaluation_json(msg: pb.Evaluation) -> dict[str, Any]:
         "failure_message": msg.failure_message,
         "status_message": msg.status_message,
         "public_metrics": metrics_json(msg.public_metrics)
-        if msg.HasField("public_metrics") else None,
+        if msg.HasField("public_metrics")
+        else None,
         "receipt": json_format.MessageToDict(msg.receipt) if msg.HasField("receipt") else None,
         "attempts": msg.attempts,
         "usage": {
@@ -146,13 +175,17 @@ def evaluation_json(msg: pb.Evaluation) -> dict[str, Any]:
             "cpu_seconds": msg.usage.cpu_seconds,
             "peak_memory_bytes": msg.usage.peak_memory_bytes,
             "output_bytes": msg.usage.output_bytes,
-        } if msg.HasField("usage") else None,
+        }
+        if msg.HasField("usage")
+        else None,
         "limits": {
             "time_limit_seconds": msg.limits.time_limit_seconds,
             "memory_bytes": msg.limits.memory_bytes,
             "cpus": msg.limits.cpus,
             "gpus": msg.limits.gpus,
-        } if msg.HasField("limits") else None,
+        }
+        if msg.HasField("limits")
+        else None,
         "created_at": msg.created_at.ToJsonString(),
         "updated_at": msg.updated_at.ToJsonString(),
     }

@@ -29,23 +29,37 @@ def _say(text: str) -> None:
     click.echo(click.style("==> ", fg="cyan", bold=True) + text)
 
 
-def _scorer(*args: str, check: bool = True, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def _scorer(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "scorer", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
+    )
     if check and proc.returncode != 0:
-        raise RuntimeError(f"`scorer {' '.join(args)}` failed ({proc.returncode}):\n"
-                           f"{proc.stdout}{proc.stderr}")
+        raise RuntimeError(
+            f"`scorer {' '.join(args)}` failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
     return proc
 
 
 def _start_service(workdir: Path, address: str) -> subprocess.Popen[bytes]:
     log_file = (workdir / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scorer", "serve", "--listen", address,
-         "--metrics-listen", f"127.0.0.1:{_free_port()}", "--state-dir", str(workdir / "state")],
-        stdout=log_file, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "scorer",
+            "serve",
+            "--listen",
+            address,
+            "--metrics-listen",
+            f"127.0.0.1:{_free_port()}",
+            "--state-dir",
+            str(workdir / "state"),
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 180
     with Client(address) as client:
@@ -83,28 +97,68 @@ def run_demo(*, image: str, workdir: Path, n_videos: int) -> bool:
 
 def _exercise(image: str, workdir: Path, data: Path, keys: Path, env: dict[str, str]) -> bool:
     _say("registering the hidden dataset and a benchmark (private metrics sealed to the organizer)")
-    click.echo(_scorer("dataset", "add", "demo-videos", "--videos", str(data / "videos"),
-                       "--labels", str(data / "labels.csv"), env=env).stdout.rstrip())
-    click.echo(_scorer("benchmark", "add", "demo", "--dataset", "demo-videos",
-                       "--time-limit-seconds", "600", "--memory", "2g", "--cpus", "2",
-                       "--organizer-public-key", str(keys / "organizer.pub"),
-                       env=env).stdout.rstrip())
+    click.echo(
+        _scorer(
+            "dataset",
+            "add",
+            "demo-videos",
+            "--videos",
+            str(data / "videos"),
+            "--labels",
+            str(data / "labels.csv"),
+            env=env,
+        ).stdout.rstrip()
+    )
+    click.echo(
+        _scorer(
+            "benchmark",
+            "add",
+            "demo",
+            "--dataset",
+            "demo-videos",
+            "--time-limit-seconds",
+            "600",
+            "--memory",
+            "2g",
+            "--cpus",
+            "2",
+            "--organizer-public-key",
+            str(keys / "organizer.pub"),
+            env=env,
+        ).stdout.rstrip()
+    )
     _say(f"submitting {image} over gRPC and following it live")
-    proc = _scorer("submit", "--image", image, "--benchmark", "demo", "--team", "demo-team",
-                   "--submission-id", f"demo-{int(time.time())}", "--wait", "--json",
-                   check=False, env=env)
+    proc = _scorer(
+        "submit",
+        "--image",
+        image,
+        "--benchmark",
+        "demo",
+        "--team",
+        "demo-team",
+        "--submission-id",
+        f"demo-{int(time.time())}",
+        "--wait",
+        "--json",
+        check=False,
+        env=env,
+    )
     sys.stderr.write(proc.stderr)
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"submit failed: {proc.stderr}")
     evaluation = json.loads(proc.stdout)
     if evaluation["state"] != "SUCCEEDED":
-        click.echo(f"evaluation ended {evaluation['state']} {evaluation['failure_reason']}: "
-                   f"{evaluation['failure_message']}")
+        click.echo(
+            f"evaluation ended {evaluation['state']} {evaluation['failure_reason']}: "
+            f"{evaluation['failure_message']}"
+        )
         return False
     public = evaluation["public_metrics"]
-    _say(f"public metrics: log_loss={public['log_loss']:.4f} (constant-0.5 baseline "
-         f"{BASELINE_LOG_LOSS}), roc_auc={public['roc_auc']}, accuracy={public['accuracy']}, "
-         f"n={public['n']}, log_loss_ci95={public['log_loss_ci95']}")
+    _say(
+        f"public metrics: log_loss={public['log_loss']:.4f} (constant-0.5 baseline "
+        f"{BASELINE_LOG_LOSS}), roc_auc={public['roc_auc']}, accuracy={public['accuracy']}, "
+        f"n={public['n']}, log_loss_ci95={public['log_loss_ci95']}"
+    )
     receipt = workdir / "receipt.json"
     receipt.write_text(json.dumps(evaluation["receipt"], indent=2))
     pem = workdir / "scorer-public-key.pem"
@@ -112,8 +166,15 @@ def _exercise(image: str, workdir: Path, data: Path, keys: Path, env: dict[str, 
     _say(f"verifying the receipt offline: scorer verify {receipt.name} --public-key {pem.name}")
     click.echo(_scorer("verify", str(receipt), "--public-key", str(pem)).stdout.rstrip())
     _say("the organizer reveals the private split with their key")
-    revealed = _scorer("verify", str(receipt), "--public-key", str(pem),
-                       "--organizer-private-key", str(keys / "organizer.key"), "--json")
+    revealed = _scorer(
+        "verify",
+        str(receipt),
+        "--public-key",
+        str(pem),
+        "--organizer-private-key",
+        str(keys / "organizer.key"),
+        "--json",
+    )
     private = json.loads(revealed.stdout)["revealed_metrics"]
     click.echo(json.dumps(private, indent=2, sort_keys=True))
     beat = public["log_loss"] is not None and public["log_loss"] < BASELINE_LOG_LOSS

@@ -13,7 +13,7 @@ from sandbox.docker_executor import DockerExecutor, DockerExecutorConfig
 from scorer.config import SandboxDefaults
 from scorer.core.judge import AppliedLimits, judge
 from scorer.core.lifecycle import OutputStatus, RunFacts
-from scorer.core.manifest import DatasetError, check_video_name, sample_submission_csv
+from scorer.core.manifest import name_problem, sample_submission_csv
 from scorer.core.predictions import MissingPolicy
 from scorer.runner import wait_with_deadline
 
@@ -27,18 +27,24 @@ class LocalVerdict:
 def video_names(videos: Path) -> list[str]:
     names = sorted(p.name for p in videos.iterdir() if p.suffix == ".mp4" and p.is_file())
     for name in names:
-        try:
-            check_video_name(name)
-        except DatasetError as exc:
-            raise ValueError(str(exc)) from exc
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
     if not names:
         raise ValueError(f"no .mp4 files in {videos}")
     return names
 
 
 def try_image(
-    *, image: str, videos: Path, time_limit_s: float, memory_bytes: int, cpus: float,
-    impute: bool, runtime: str, echo: Callable[[str], None],
+    *,
+    image: str,
+    videos: Path,
+    time_limit_s: float,
+    memory_bytes: int,
+    cpus: float,
+    impute: bool,
+    runtime: str,
+    echo: Callable[[str], None],
 ) -> LocalVerdict:
     defaults = SandboxDefaults()
     try:
@@ -46,8 +52,9 @@ def try_image(
     except ValueError as exc:
         return LocalVerdict(ok=False, summary=f"cannot run: {exc}")
     with tempfile.TemporaryDirectory(prefix="scorer-try-") as tmp:
-        executor = DockerExecutor(DockerExecutorConfig(runtime=runtime,
-                                                       work_dir=Path(tmp) / "mounts"))
+        executor = DockerExecutor(
+            DockerExecutorConfig(runtime=runtime, work_dir=Path(tmp) / "mounts")
+        )
         try:
             info = executor.resolve_image(image)
         except ImageNotFoundError:
@@ -58,43 +65,72 @@ def try_image(
         sample.write_bytes(sample_submission_csv(names))
         sample.chmod(0o444)
         Path(tmp).chmod(0o755)
-        limits = Limits(time_limit_s=time_limit_s, memory_bytes=memory_bytes, cpus=cpus,
-                        pids=defaults.pids, tmp_bytes=defaults.tmp_bytes,
-                        output_bytes=defaults.output_bytes, shm_bytes=defaults.shm_bytes,
-                        log_bytes=defaults.log_bytes)
+        limits = Limits(
+            time_limit_s=time_limit_s,
+            memory_bytes=memory_bytes,
+            cpus=cpus,
+            pids=defaults.pids,
+            tmp_bytes=defaults.tmp_bytes,
+            output_bytes=defaults.output_bytes,
+            shm_bytes=defaults.shm_bytes,
+            log_bytes=defaults.log_bytes,
+        )
         spec = RunSpec(
-            image_id=info.id, videos_dir=videos, sample_submission=sample, limits=limits,
-            env={"SCORER_VIDEOS_DIR": "/data/videos",
-                 "SCORER_SUBMISSION_PATH": "/output/submission.csv",
-                 "SCORER_TIME_LIMIT_SECONDS": f"{time_limit_s:g}",
-                 "SCORER_NUM_VIDEOS": str(len(names))},
+            image_id=info.id,
+            videos_dir=videos,
+            sample_submission=sample,
+            limits=limits,
+            env={
+                "SCORER_VIDEOS_DIR": "/data/videos",
+                "SCORER_SUBMISSION_PATH": "/output/submission.csv",
+                "SCORER_TIME_LIMIT_SECONDS": f"{time_limit_s:g}",
+                "SCORER_NUM_VIDEOS": str(len(names)),
+            },
             labels={"scorer.try": "1"},
         )
-        echo(f"running {image} ({info.id[:19]}) on {len(names)} videos, "
-             f"limit {time_limit_s:g} s, no network...")
+        echo(
+            f"running {image} ({info.id[:19]}) on {len(names)} videos, "
+            f"limit {time_limit_s:g} s, no network..."
+        )
         handle = executor.submit(spec)
         try:
-            timed_out = wait_with_deadline(executor, handle, time.monotonic() + time_limit_s,
-                                           lambda: False)
+            timed_out = wait_with_deadline(
+                executor, handle, time.monotonic() + time_limit_s, lambda: False
+            )
         finally:
             result = executor.collect(handle)
     if result.logs:
         echo("--- your image's output (last lines) ---")
         echo(result.logs[-4000:].decode("utf-8", "replace").rstrip())
         echo("---")
-    facts = RunFacts(timed_out=timed_out, oom_killed=result.oom_killed,
-                     exit_code=None if timed_out else result.exit_code,
-                     output=OutputStatus(result.output_status.value),
-                     output_full=result.output_full)
-    verdict = judge(facts, result.output, names,
-                    missing=MissingPolicy.IMPUTE if impute else MissingPolicy.FAIL,
-                    limits=AppliedLimits(time_limit_s=time_limit_s, memory_bytes=memory_bytes,
-                                         output_bytes=limits.output_bytes))
-    usage = (f"wall {result.wall_time_s:.2f} s"
-             + (f", peak memory {result.peak_memory_bytes / 2**20:.0f} MiB"
-                if result.peak_memory_bytes else ""))
+    facts = RunFacts(
+        timed_out=timed_out,
+        oom_killed=result.oom_killed,
+        exit_code=None if timed_out else result.exit_code,
+        output=OutputStatus(result.output_status.value),
+        output_full=result.output_full,
+    )
+    verdict = judge(
+        facts,
+        result.output,
+        names,
+        missing=MissingPolicy.IMPUTE if impute else MissingPolicy.FAIL,
+        limits=AppliedLimits(
+            time_limit_s=time_limit_s, memory_bytes=memory_bytes, output_bytes=limits.output_bytes
+        ),
+    )
+    usage = f"wall {result.wall_time_s:.2f} s" + (
+        f", peak memory {result.peak_memory_bytes / 2**20:.0f} MiB"
+        if result.peak_memory_bytes
+        else ""
+    )
     if verdict.reason is None:
-        return LocalVerdict(ok=True, summary=f"the service would accept this run: "
-                            f"{verdict.message} ({len(names)} videos; {usage})")
-    return LocalVerdict(ok=False, summary=f"the service would say FAILED "
-                        f"{verdict.reason.value}: {verdict.message} ({usage})")
+        return LocalVerdict(
+            ok=True,
+            summary=f"the service would accept this run: "
+            f"{verdict.message} ({len(names)} videos; {usage})",
+        )
+    return LocalVerdict(
+        ok=False,
+        summary=f"the service would say FAILED {verdict.reason.value}: {verdict.message} ({usage})",
+    )

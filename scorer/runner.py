@@ -25,8 +25,8 @@ from scorer.core.lifecycle import FailureReason, OutputStatus, RunFacts, State
 from scorer.core.manifest import Manifest, sample_submission_csv
 from scorer.core.metrics import score_splits, seed_from_id
 from scorer.core.receipt import build_statement
-from scorer.datasets import FileStats, quick_check
-from scorer.models import Benchmark, Evaluation
+from scorer.datasets import FileStats, quick_check, refresh_stats
+from scorer.models import Benchmark, DatasetRecord, Evaluation
 from scorer.receipts import Signer, seal_private_metrics
 from scorer.store import SqliteJobStore, now
 from scorer.telemetry import Telemetry
@@ -76,7 +76,8 @@ class AttemptRunner:
     def run(self, ev: Evaluation, gpus: GpuAssignment, token: CancelToken) -> None:
         """Drive ev (already PREPARING, attempt counted) to a terminal state or raise."""
         bench = self._store.get_benchmark(ev.benchmark)
-        assert bench is not None
+        if bench is None:
+            raise RuntimeError("invariant: bench must exist")
         bound = log.bind(evaluation_id=ev.id, attempt=ev.attempts)
         prepared = self._prepare(ev, bench, gpus, bound)
         if prepared is None:
@@ -90,16 +91,18 @@ class AttemptRunner:
         self, ev: Evaluation, bench: Benchmark, gpus: GpuAssignment, bound: Any
     ) -> Prepared | None:
         dataset = self._store.get_dataset(bench.dataset)
-        assert dataset is not None
+        if dataset is None:
+            raise RuntimeError("invariant: dataset must exist")
         manifest = Manifest.from_json(dataset.manifest_json)
-        problems = [dataset.problem] if dataset.problem else []
-        problems += quick_check(
-            Path(dataset.videos_dir), manifest, FileStats.from_json(dataset.stats_json)
-        )
+        problems = [dataset.problem] if dataset.problem else self._quick_check(dataset, manifest)
         if problems:
             bound.error("dataset_integrity_failed", dataset=dataset.name, problems=problems[:20])
-            self._fail(ev, FailureReason.DATASET_INTEGRITY, failure_message(
-                FailureReason.DATASET_INTEGRITY), sealed=False)
+            self._fail(
+                ev,
+                FailureReason.DATASET_INTEGRITY,
+                failure_message(FailureReason.DATASET_INTEGRITY),
+                sealed=False,
+            )
             return None
         rejected = self._check_image(ev)
         if rejected:
@@ -147,6 +150,17 @@ class AttemptRunner:
         )
         return Prepared(manifest=manifest, spec=spec, applied=applied)
 
+    def _quick_check(self, dataset: DatasetRecord, manifest: Manifest) -> list[str]:
+        """Size, mtime, ctime, inode before every run; a changed stat triggers one re-hash."""
+        folder = Path(dataset.videos_dir)
+        if not quick_check(folder, manifest, FileStats.from_json(dataset.stats_json)):
+            return []
+        problems, fresh = refresh_stats(folder, manifest)
+        if not problems:
+            log.info("dataset_stats_refreshed", dataset=dataset.name)
+            self._store.update_dataset_stats(dataset.name, fresh.to_json().decode())
+        return problems
+
     def _check_image(self, ev: Evaluation) -> str | None:
         """A participant-safe reason to refuse the pinned image, or None."""
         try:
@@ -177,7 +191,9 @@ class AttemptRunner:
         self._store.record_attempt(ev.id, ev.attempts, handle=handle)
         limit_s = prepared.spec.limits.time_limit_s
         moved = self._store.transition(
-            ev.id, State.PREPARING, State.RUNNING,
+            ev.id,
+            State.PREPARING,
+            State.RUNNING,
             message=f"running the image (time limit {limit_s:g} s)",
         )
         bound.info("container_started", handle=handle[:12])
@@ -195,8 +211,9 @@ class AttemptRunner:
             raise InfrastructureError(f"lost the container: {exc}") from exc
         if token.event.is_set() or not moved:
             raise Cancelled
-        self._telemetry.observe_run(result.wall_time_s, timed_out=timed_out,
-                                    overrun_s=time.monotonic() - started - limit_s)
+        self._telemetry.observe_run(
+            result.wall_time_s, timed_out=timed_out, overrun_s=time.monotonic() - started - limit_s
+        )
         return result, timed_out
 
     def _safe_cancel(self, handle: str) -> None:
@@ -208,11 +225,17 @@ class AttemptRunner:
     # --- SCORING and sealing -----------------------------------------------------------------
 
     def _score(
-        self, ev: Evaluation, bench: Benchmark, prepared: Prepared, result: RunResult,
-        timed_out: bool, bound: Any,
+        self,
+        ev: Evaluation,
+        bench: Benchmark,
+        prepared: Prepared,
+        result: RunResult,
+        timed_out: bool,
+        bound: Any,
     ) -> None:
-        if not self._store.transition(ev.id, State.RUNNING, State.SCORING,
-                                      message="validating and scoring the predictions"):
+        if not self._store.transition(
+            ev.id, State.RUNNING, State.SCORING, message="validating and scoring the predictions"
+        ):
             raise Cancelled
         facts = RunFacts(
             timed_out=timed_out,
@@ -221,30 +244,47 @@ class AttemptRunner:
             output=OutputStatus(result.output_status.value),
             output_full=result.output_full,
         )
-        verdict = judge(facts, result.output, prepared.manifest.names, missing=bench.missing,
-                        limits=prepared.applied)
+        verdict = judge(
+            facts,
+            result.output,
+            prepared.manifest.names,
+            missing=bench.missing,
+            limits=prepared.applied,
+        )
         usage = {
             "wall_seconds": result.wall_time_s,
             "cpu_seconds": result.cpu_time_s,
             "peak_memory_bytes": result.peak_memory_bytes,
             "output_bytes": result.output_bytes,
         }
-        bound.info("run_finished", exit_code=result.exit_code, oom=result.oom_killed,
-                   timed_out=timed_out, output=result.output_status.value,
-                   reason=verdict.reason.value if verdict.reason else None,
-                   logs_tail=result.logs[-2048:].decode("utf-8", "replace"), **usage)
+        bound.info(
+            "run_finished",
+            exit_code=result.exit_code,
+            oom=result.oom_killed,
+            timed_out=timed_out,
+            output=result.output_status.value,
+            reason=verdict.reason.value if verdict.reason else None,
+            logs_tail=result.logs[-2048:].decode("utf-8", "replace"),
+            **usage,
+        )
         self._seal(ev, bench, prepared, result, verdict, usage, bound)
 
     def _seal(
-        self, ev: Evaluation, bench: Benchmark, prepared: Prepared, result: RunResult,
-        verdict: Verdict, usage: dict[str, Any], bound: Any,
+        self,
+        ev: Evaluation,
+        bench: Benchmark,
+        prepared: Prepared,
+        result: RunResult,
+        verdict: Verdict,
+        usage: dict[str, Any],
+        bound: Any,
     ) -> None:
         metrics: dict[str, dict[str, Any]] = {}
         if verdict.predictions is not None:
             metrics = score_splits(
                 prepared.manifest.labels_array(),
                 verdict.predictions.probabilities,
-                prepared.manifest.splits,
+                [entry.split for entry in prepared.manifest.entries],
                 seed=seed_from_id(ev.id),
             )
             for split_metrics in metrics.values():
@@ -258,33 +298,49 @@ class AttemptRunner:
             "benchmark": bench.name,
             "dataset_manifest_digest": prepared.manifest.digest,
             "submission_sha256": hashlib.sha256(result.output).hexdigest()
-            if result.output is not None else None,
-            "limits": {**bench.definition(), "pids": prepared.spec.limits.pids,
-                       "output_bytes": prepared.spec.limits.output_bytes,
-                       "tmp_bytes": prepared.spec.limits.tmp_bytes},
-            "runtime": {"runtime": result.runtime, "gpu_model": None, "driver_version": None,
-                        "gpus": len(prepared.spec.gpus.indices)},
+            if result.output is not None
+            else None,
+            "limits": {
+                **bench.definition(),
+                "pids": prepared.spec.limits.pids,
+                "output_bytes": prepared.spec.limits.output_bytes,
+                "tmp_bytes": prepared.spec.limits.tmp_bytes,
+            },
+            "runtime": {
+                "runtime": result.runtime,
+                "gpu_model": None,
+                "driver_version": None,
+                "gpus": len(prepared.spec.gpus.indices),
+            },
             "usage": usage,
-            "outcome": {"state": "FAILED" if verdict.reason else "SUCCEEDED",
-                        "failure_reason": verdict.reason.value if verdict.reason else None,
-                        "message": verdict.message},
+            "outcome": {
+                "state": "FAILED" if verdict.reason else "SUCCEEDED",
+                "failure_reason": verdict.reason.value if verdict.reason else None,
+                "message": verdict.message,
+            },
             "public_metrics": public,
             "sealed_metrics": seal_private_metrics(private, bench.organizer_public_key)
-            if private else None,
+            if private
+            else None,
             "scorer_version": __version__,
             "created_at": ev.created_at.isoformat(),
             "finished_at": now().isoformat(),
         }
-        statement = build_statement(subject_name=ev.image_ref,
-                                    image_digest_hex=ev.image_digest.removeprefix("sha256:"),
-                                    predicate=predicate)
+        statement = build_statement(
+            subject_name=ev.image_ref,
+            image_digest_hex=ev.image_digest.removeprefix("sha256:"),
+            predicate=predicate,
+        )
         envelope = self._signer.sign_envelope(statement)
         dst = State.FAILED if verdict.reason else State.SUCCEEDED
         ok = self._store.transition(
-            ev.id, State.SCORING, dst,
+            ev.id,
+            State.SCORING,
+            dst,
             message=verdict.message if verdict.reason else "scored and sealed",
             failure=(verdict.reason, verdict.message) if verdict.reason else None,
-            public_metrics=public, usage=usage,
+            public_metrics=public,
+            usage=usage,
             receipt=(ev.attempts, envelope, result.output),
         )
         if not ok:
@@ -298,15 +354,29 @@ class AttemptRunner:
             statement = build_statement(
                 subject_name=ev.image_ref,
                 image_digest_hex=ev.image_digest.removeprefix("sha256:"),
-                predicate={"evaluation_id": ev.id, "submission_id": ev.submission_id,
-                           "team": ev.team, "benchmark": ev.benchmark,
-                           "outcome": {"state": "FAILED", "failure_reason": reason.value,
-                                       "message": message},
-                           "scorer_version": __version__, "finished_at": now().isoformat()},
+                predicate={
+                    "evaluation_id": ev.id,
+                    "submission_id": ev.submission_id,
+                    "team": ev.team,
+                    "benchmark": ev.benchmark,
+                    "outcome": {
+                        "state": "FAILED",
+                        "failure_reason": reason.value,
+                        "message": message,
+                    },
+                    "scorer_version": __version__,
+                    "finished_at": now().isoformat(),
+                },
             )
             receipt = (ev.attempts, self._signer.sign_envelope(statement), None)
-        if not self._store.transition(ev.id, State.PREPARING, State.FAILED, message=message,
-                                      failure=(reason, message), receipt=receipt):
+        if not self._store.transition(
+            ev.id,
+            State.PREPARING,
+            State.FAILED,
+            message=message,
+            failure=(reason, message),
+            receipt=receipt,
+        ):
             raise Cancelled
 
 

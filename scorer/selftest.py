@@ -42,11 +42,21 @@ def run_self_test(executor: Executor, config: ServiceConfig) -> str | None:
         for path in (sample, videos / "a.mp4"):
             path.chmod(0o444)
         spec = RunSpec(
-            image_id=image_id, videos_dir=videos, sample_submission=sample,
-            limits=Limits(time_limit_s=30, memory_bytes=64 * 1024**2, cpus=1.0, pids=64,
-                          tmp_bytes=1024**2, output_bytes=1024**2, shm_bytes=1024**2),
+            image_id=image_id,
+            videos_dir=videos,
+            sample_submission=sample,
+            limits=Limits(
+                time_limit_s=30,
+                memory_bytes=64 * 1024**2,
+                cpus=1.0,
+                pids=64,
+                tmp_bytes=1024**2,
+                output_bytes=1024**2,
+                shm_bytes=1024**2,
+            ),
             env={"SCORER_SUBMISSION_PATH": "/output/submission.csv"},
-            labels={"scorer.selftest": "1"}, name=f"scorer-selftest-{int(time.time())}",
+            labels={"scorer.selftest": "1"},
+            name=f"scorer-selftest-{int(time.time())}",
         )
         try:
             handle = executor.submit(spec)

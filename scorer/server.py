@@ -72,19 +72,23 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
         self._service = service
 
     @mapped
-    def SubmitEvaluation(self, request: pb.SubmitEvaluationRequest, context: Any) -> Any:  # noqa: N802
-        ev, created = self._service.submit(SubmitRequest(
-            submission_id=request.submission_id, benchmark=request.benchmark,
-            team=request.team, image=request.image,
-        ))
+    def SubmitEvaluation(self, request: pb.SubmitEvaluationRequest, context: Any) -> Any:
+        ev, created = self._service.submit(
+            SubmitRequest(
+                submission_id=request.submission_id,
+                benchmark=request.benchmark,
+                team=request.team,
+                image=request.image,
+            )
+        )
         return pb.SubmitEvaluationResponse(evaluation=convert.evaluation(ev), created=created)
 
     @mapped
-    def GetEvaluation(self, request: pb.GetEvaluationRequest, context: Any) -> Any:  # noqa: N802
+    def GetEvaluation(self, request: pb.GetEvaluationRequest, context: Any) -> Any:
         return convert.evaluation(self._service.get(request.id))
 
     @mapped
-    def ListEvaluations(self, request: pb.ListEvaluationsRequest, context: Any) -> Any:  # noqa: N802
+    def ListEvaluations(self, request: pb.ListEvaluationsRequest, context: Any) -> Any:
         size = request.page_size or 50
         if not 0 < size <= MAX_PAGE_SIZE:
             raise InvalidArgumentError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
@@ -93,38 +97,46 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
             if not request.page_token.isdigit():
                 raise InvalidArgumentError("page_token is not one this service issued")
             after = int(request.page_token)
-        rows = self._service.store.list(
-            team=request.team, benchmark=request.benchmark,
-            state=convert.state_from_pb(request.state), after_seq=after, limit=size + 1,
+        rows = self._service.store.list_evaluations(
+            team=request.team,
+            benchmark=request.benchmark,
+            state=convert.state_from_pb(request.state),
+            after_seq=after,
+            limit=size + 1,
         )
         token = str(rows[size - 1].seq) if len(rows) > size else ""
         return pb.ListEvaluationsResponse(
             evaluations=[convert.evaluation(e) for e in rows[:size]], next_page_token=token
         )
 
-    def WatchEvaluation(  # noqa: N802
+    def WatchEvaluation(
         self, request: pb.WatchEvaluationRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.EvaluationEvent]:
         try:
             for ev, event in self._service.watch(request.id, context.is_active):
-                yield pb.EvaluationEvent(evaluation=convert.evaluation(ev), message=event.message,
-                                         at=convert.timestamp(event.at))
+                yield pb.EvaluationEvent(
+                    evaluation=convert.evaluation(ev),
+                    message=event.message,
+                    at=convert.timestamp(event.at),
+                )
         except ScorerError as exc:
             _abort(context, exc)
 
     @mapped
-    def CancelEvaluation(self, request: pb.CancelEvaluationRequest, context: Any) -> Any:  # noqa: N802
+    def CancelEvaluation(self, request: pb.CancelEvaluationRequest, context: Any) -> Any:
         return convert.evaluation(self._service.cancel(request.id))
 
     @mapped
-    def ListBenchmarks(self, request: pb.ListBenchmarksRequest, context: Any) -> Any:  # noqa: N802
+    def ListBenchmarks(self, request: pb.ListBenchmarksRequest, context: Any) -> Any:
         out = []
         for bench in self._service.store.list_benchmarks():
             record = self._service.store.get_dataset(bench.dataset)
-            splits = sorted(set(Manifest.from_json(record.manifest_json).splits)) if record else []
-            out.append(convert.benchmark(
-                bench, dataset_digest=record.manifest_digest if record else "", splits=splits
-            ))
+            splits = list(Manifest.from_json(record.manifest_json).splits) if record else []
+            out.append(
+                convert.benchmark(
+                    bench, dataset_digest=record.manifest_digest if record else "", splits=splits
+                )
+            )
         return pb.ListBenchmarksResponse(benchmarks=out)
 
 
@@ -133,23 +145,21 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._service = service
 
     @mapped
-    def AddDataset(self, request: pb.AddDatasetRequest, context: Any) -> Any:  # noqa: N802
+    def AddDataset(self, request: pb.AddDatasetRequest, context: Any) -> Any:
         _loopback_only(context)
         record = self._service.add_dataset(request.name, request.videos_dir, request.labels_csv)
         manifest = Manifest.from_json(record.manifest_json)
-        per_split: dict[str, int] = {}
-        for split in manifest.splits:
-            per_split[split] = per_split.get(split, 0) + 1
+        per_split = manifest.videos_per_split()
         return convert.dataset(record, per_split)
 
     @mapped
-    def VerifyDataset(self, request: pb.VerifyDatasetRequest, context: Any) -> Any:  # noqa: N802
+    def VerifyDataset(self, request: pb.VerifyDatasetRequest, context: Any) -> Any:
         _loopback_only(context)
         problems = self._service.verify_dataset(request.name)
         return pb.VerifyDatasetResponse(ok=not problems, problems=problems)
 
     @mapped
-    def AddBenchmark(self, request: pb.AddBenchmarkRequest, context: Any) -> Any:  # noqa: N802
+    def AddBenchmark(self, request: pb.AddBenchmarkRequest, context: Any) -> Any:
         _loopback_only(context)
         if request.limits.gpus < 0 or request.limits.cpus < 0:
             raise InvalidArgumentError("limits must not be negative")
@@ -162,14 +172,17 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         self._service = service
 
     @mapped
-    def GetPublicKey(self, request: pb.GetPublicKeyRequest, context: Any) -> Any:  # noqa: N802
+    def GetPublicKey(self, request: pb.GetPublicKeyRequest, context: Any) -> Any:
         signer = self._service.signer
-        return pb.PublicKey(keyid=signer.keyid, algorithm="ed25519",
-                            public_key_pem=signer.public_key_pem())
+        return pb.PublicKey(
+            keyid=signer.keyid, algorithm="ed25519", public_key_pem=signer.public_key_pem()
+        )
 
 
-def build_server(service: Service, listen: str, *, max_workers: int = 32) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started-not-yet server bound to `listen` (port 0 picks one); returns (server, port, health)."""
+def build_server(
+    service: Service, listen: str, *, max_workers: int = 32
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A not-yet-started server bound to `listen` (port 0 picks one): (server, port, health)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
@@ -183,8 +196,9 @@ def build_server(service: Service, listen: str, *, max_workers: int = 32) -> tup
         pb.DESCRIPTOR.services_by_name[s].full_name
         for s in ("EvaluationService", "AdminService", "AuditService")
     ]
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME],
-                                        server)
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
@@ -194,8 +208,16 @@ def build_server(service: Service, listen: str, *, max_workers: int = 32) -> tup
 
 
 def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
-    status = (health_pb2.HealthCheckResponse.SERVING if serving
-              else health_pb2.HealthCheckResponse.NOT_SERVING)
-    for name in ["", *(pb.DESCRIPTOR.services_by_name[s].full_name
-                       for s in ("EvaluationService", "AdminService", "AuditService"))]:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in [
+        "",
+        *(
+            pb.DESCRIPTOR.services_by_name[s].full_name
+            for s in ("EvaluationService", "AdminService", "AuditService")
+        ),
+    ]:
         health_servicer.set(name, status)

@@ -64,8 +64,12 @@ class Service:
         self.telemetry = telemetry
         self.instance_id = store.instance_id()
         self._runner = AttemptRunner(
-            config=config, store=store, executor=executor, signer=signer,
-            telemetry=telemetry, instance_id=self.instance_id,
+            config=config,
+            store=store,
+            executor=executor,
+            signer=signer,
+            telemetry=telemetry,
+            instance_id=self.instance_id,
         )
         self._lock = threading.Lock()
         self._tokens: dict[str, CancelToken] = {}
@@ -73,9 +77,8 @@ class Service:
         self._cpu_running = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        telemetry.track_depth(
-            lambda: store.count_in_state(State.QUEUED), lambda: len(self._tokens)
-        )
+        self._runs: set[threading.Thread] = set()
+        telemetry.track_depth(lambda: store.count_in_state(State.QUEUED), lambda: len(self._tokens))
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -95,7 +98,9 @@ class Service:
             token.event.set()
             if token.handle:
                 self._kill(token.handle)
-        for thread in self._threads:
+        with self._lock:
+            runs = list(self._runs)
+        for thread in [*self._threads, *runs]:
             thread.join(timeout_s)
 
     def recover(self) -> None:
@@ -118,25 +123,39 @@ class Service:
         if not folder.is_absolute():
             raise InvalidArgumentError("videos_dir must be an absolute path on the service host")
         if not folder.is_dir():
-            raise InvalidArgumentError(f"videos_dir {videos_dir} is not a folder on the service host")
+            raise InvalidArgumentError(
+                f"videos_dir {videos_dir} is not a folder on the service host"
+            )
         try:
             manifest, stats = build_manifest(folder, labels_csv)
         except DatasetError as exc:
             raise InvalidArgumentError(str(exc)) from exc
+        existing = self.store.get_dataset(name)
+        if existing is not None:
+            same = existing.videos_dir == str(folder.resolve()) and Manifest.from_json(
+                existing.manifest_json
+            ).same_content(manifest)
+            if not same:
+                raise AlreadyExistsError(
+                    f"dataset {name} exists with other contents; register it under a new name"
+                )
+            return existing  # re-adding the same files is a no-op (the first salt stays)
         record = DatasetRecord(
-            name=name, videos_dir=str(folder.resolve()), manifest_json=manifest.to_json(),
-            manifest_digest=manifest.digest, stats_json=stats.to_json(), created_at=now(),
+            name=name,
+            videos_dir=str(folder.resolve()),
+            manifest_json=manifest.to_json().decode(),
+            manifest_digest=manifest.digest,
+            stats_json=stats.to_json().decode(),
+            created_at=now(),
         )
-        try:
-            created = self.store.add_dataset(record)
-        except KeyError:
-            raise AlreadyExistsError(
-                f"dataset {name} exists with other contents; register it under a new name"
-            ) from None
-        log.info("dataset_registered", dataset=name, digest=manifest.digest, created=created,
-                 videos=len(manifest.names))
+        if not self.store.add_dataset(record):
+            raise AlreadyExistsError(f"dataset {name} was registered concurrently")
+        log.info(
+            "dataset_registered", dataset=name, digest=manifest.digest, videos=len(manifest.names)
+        )
         stored = self.store.get_dataset(name)
-        assert stored is not None
+        if stored is None:
+            raise RuntimeError("invariant: stored must exist")
         return stored
 
     def verify_dataset(self, name: str) -> list[str]:
@@ -172,7 +191,8 @@ class Service:
                 f"benchmark {bench.name} exists with another definition; benchmarks never change"
             ) from None
         stored = self.store.get_benchmark(bench.name)
-        assert stored is not None
+        if stored is None:
+            raise RuntimeError("invariant: stored must exist")
         return stored
 
     def _dataset(self, name: str) -> DatasetRecord:
@@ -207,23 +227,39 @@ class Service:
         except ExecutorError as exc:
             raise FailedPreconditionError(f"the container engine is unavailable: {exc}") from exc
         ev = Evaluation(
-            id=f"ev_{uuid.uuid4().hex}", seq=0, submission_id=req.submission_id, team=req.team,
-            benchmark=bench.name, image_ref=req.image, image_digest=info.id, state=State.QUEUED,
-            gpus=bench.limits.gpus, limits=bench.definition(), created_at=now(), updated_at=now(),
+            id=f"ev_{uuid.uuid4().hex}",
+            seq=0,
+            submission_id=req.submission_id,
+            team=req.team,
+            benchmark=bench.name,
+            image_ref=req.image,
+            image_digest=info.id,
+            state=State.QUEUED,
+            gpus=bench.limits.gpus,
+            limits=bench.definition(),
+            created_at=now(),
+            updated_at=now(),
             status_message="queued",
         )
         stored, created = self.store.create_evaluation(ev)
         if not created:
             return self._replay(stored, req)
         self.telemetry.submitted.inc()
-        log.info("evaluation_submitted", evaluation_id=stored.id, team=req.team,
-                 benchmark=bench.name, image_digest=info.id)
+        log.info(
+            "evaluation_submitted",
+            evaluation_id=stored.id,
+            team=req.team,
+            benchmark=bench.name,
+            image_digest=info.id,
+        )
         return stored, True
 
     @staticmethod
     def _replay(existing: Evaluation, req: SubmitRequest) -> tuple[Evaluation, bool]:
         if (existing.benchmark, existing.team, existing.image_ref) != (
-            req.benchmark, req.team, req.image,
+            req.benchmark,
+            req.team,
+            req.image,
         ):
             raise AlreadyExistsError(
                 f"submission_id {req.submission_id} was already used for another submission"
@@ -242,8 +278,9 @@ class Service:
             ev = self.get(evaluation_id)
             if ev.state in TERMINAL:
                 return ev
-            if self.store.transition(ev.id, ev.state, State.CANCELLED,
-                                     message="cancelled by the caller"):
+            if self.store.transition(
+                ev.id, ev.state, State.CANCELLED, message="cancelled by the caller"
+            ):
                 break
         with self._lock:
             token = self._tokens.get(evaluation_id)
@@ -257,7 +294,9 @@ class Service:
             log.info("evaluation_cancelled", evaluation_id=ev.id)
         return ev
 
-    def watch(self, evaluation_id: str, active: Callable[[], bool]) -> Iterator[tuple[Evaluation, Event]]:
+    def watch(
+        self, evaluation_id: str, active: Callable[[], bool]
+    ) -> Iterator[tuple[Evaluation, Event]]:
         """Every state change and status message until terminal (or the caller goes away)."""
         self.get(evaluation_id)
         last = 0
@@ -266,8 +305,10 @@ class Service:
             current = self.get(evaluation_id)
             for i, event in enumerate(events):
                 last = event.seq
-                snapshot = current if i == len(events) - 1 else replace(
-                    current, state=event.state, status_message=event.message
+                snapshot = (
+                    current
+                    if i == len(events) - 1
+                    else replace(current, state=event.state, status_message=event.message)
                 )
                 yield snapshot, event
             if current.state in TERMINAL and not self.store.events(evaluation_id, last):
@@ -310,16 +351,31 @@ class Service:
                 token = CancelToken(event=threading.Event())
                 self._tokens[ev.id] = token
             if not self.store.transition(
-                ev.id, State.QUEUED, State.PREPARING, new_attempt=True,
+                ev.id,
+                State.QUEUED,
+                State.PREPARING,
+                new_attempt=True,
                 message="preparing: checking the dataset and the image",
             ):
                 self._release(ev.id, gpus)
                 continue
             started = self.get(ev.id)
-            threading.Thread(target=self._run, args=(started, gpus, token),
-                             name=f"run-{ev.id[:11]}", daemon=True).start()
+            thread = threading.Thread(
+                target=self._run, args=(started, gpus, token), name=f"run-{ev.id[:11]}",
+                daemon=True,
+            )
+            with self._lock:
+                self._runs.add(thread)
+            thread.start()
 
     def _run(self, ev: Evaluation, gpus: GpuAssignment, token: CancelToken) -> None:
+        try:
+            self._attempt(ev, gpus, token)
+        finally:
+            with self._lock:
+                self._runs.discard(threading.current_thread())
+
+    def _attempt(self, ev: Evaluation, gpus: GpuAssignment, token: CancelToken) -> None:
         t0 = time.monotonic()
         with structlog.contextvars.bound_contextvars(evaluation_id=ev.id):
             try:
@@ -327,7 +383,7 @@ class Service:
             except Cancelled:
                 log.info("attempt_cancelled", attempt=ev.attempts)
             except (InfrastructureError, ExecutorError, OSError) as exc:
-                log.error("attempt_failed", attempt=ev.attempts, error=str(exc))
+                log.warning("attempt_failed", attempt=ev.attempts, error=str(exc))
                 self._retry_or_fail(ev, str(exc))
             except Exception as exc:
                 log.exception("attempt_crashed", attempt=ev.attempts)
@@ -341,8 +397,12 @@ class Service:
         if final.state in (State.SUCCEEDED, State.FAILED):
             reason = final.failure_reason.value if final.failure_reason else None
             self.telemetry.observe_finished(final.state.value, reason, _age_s(final))
-        log.info("attempt_ended", evaluation_id=ev.id, state=final.state.value,
-                 seconds=round(time.monotonic() - t0, 3))
+        log.info(
+            "attempt_ended",
+            evaluation_id=ev.id,
+            state=final.state.value,
+            seconds=round(time.monotonic() - t0, 3),
+        )
 
     def _release(self, evaluation_id: str, gpus: GpuAssignment) -> None:
         with self._lock:
@@ -360,16 +420,25 @@ class Service:
         self.store.record_attempt(ev.id, current.attempts, outcome="infrastructure", detail=detail)
         if current.attempts < self.config.max_attempts:
             if self.store.transition(
-                ev.id, current.state, State.QUEUED,
+                ev.id,
+                current.state,
+                State.QUEUED,
                 message=f"retrying after an infrastructure failure "
                 f"(attempt {current.attempts} of {self.config.max_attempts} failed)",
             ):
                 self.telemetry.retries.inc()
             return
-        message = (f"the service failed to run the evaluation {current.attempts} times; this is "
-                   "not the participant's fault and does not count against a quota")
-        self.store.transition(ev.id, current.state, State.FAILED, message=message,
-                              failure=(FailureReason.INFRASTRUCTURE, message))
+        message = (
+            f"the service failed to run the evaluation {current.attempts} times; this is "
+            "not the participant's fault and does not count against a quota"
+        )
+        self.store.transition(
+            ev.id,
+            current.state,
+            State.FAILED,
+            message=message,
+            failure=(FailureReason.INFRASTRUCTURE, message),
+        )
 
     def _verify_loop(self) -> None:
         """Full re-hash of every dataset on a schedule (quick checks run before every attempt)."""

@@ -11,14 +11,21 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from scorer.core.lifecycle import TERMINAL, FailureReason, State, can_transition
-from scorer.models import Benchmark, BenchmarkLimits, DatasetRecord, Evaluation, Event, MissingPolicy
+from scorer.models import (
+    Benchmark,
+    BenchmarkLimits,
+    DatasetRecord,
+    Evaluation,
+    Event,
+    MissingPolicy,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,18 +127,9 @@ class SqliteJobStore:
     # --- datasets and benchmarks -------------------------------------------------------------
 
     def add_dataset(self, record: DatasetRecord) -> bool:
-        """Insert; False if the name exists with the same manifest; raises KeyError if it differs."""
+        """Insert; False if the name is taken (datasets never change)."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT manifest_digest, videos_dir FROM datasets WHERE name=?", (record.name,)
-            ).fetchone()
-            if row:
-                same = (row["manifest_digest"], row["videos_dir"]) == (
-                    record.manifest_digest,
-                    record.videos_dir,
-                )
-                if not same:
-                    raise KeyError(record.name)
+            if db.execute("SELECT 1 FROM datasets WHERE name=?", (record.name,)).fetchone():
                 return False
             db.execute(
                 "INSERT INTO datasets (name, videos_dir, manifest, manifest_digest, stats,"
@@ -164,6 +162,11 @@ class SqliteJobStore:
             problem=row["problem"],
         )
 
+    def update_dataset_stats(self, name: str, stats_json: str) -> None:
+        """Replace the cheap-check snapshot after a re-hash proved the contents unchanged."""
+        with self._tx() as db:
+            db.execute("UPDATE datasets SET stats=? WHERE name=?", (stats_json, name))
+
     def set_dataset_verified(self, name: str, problem: str | None) -> None:
         """Record a full re-hash; a problem fails every later run with DATASET_INTEGRITY."""
         with self._tx() as db:
@@ -177,7 +180,7 @@ class SqliteJobStore:
             return [r["name"] for r in self._db.execute("SELECT name FROM datasets ORDER BY name")]
 
     def add_benchmark(self, bench: Benchmark) -> bool:
-        """Insert; False if identical; raises KeyError if the name exists with another definition."""
+        """Insert; False if identical; KeyError if the name exists with another definition."""
         definition = json.dumps(bench.definition(), sort_keys=True)
         with self._tx() as db:
             row = db.execute("SELECT definition FROM benchmarks WHERE name=?", (bench.name,))
@@ -212,7 +215,8 @@ class SqliteJobStore:
             ).fetchone()
             if row:
                 existing = self._get(row["id"])
-                assert existing is not None
+                if existing is None:
+                    raise RuntimeError("invariant: existing must exist")
                 return existing, False
             stamp = _ts(ev.created_at)
             db.execute(
@@ -236,7 +240,8 @@ class SqliteJobStore:
             )
             self._event(db, ev.id, State.QUEUED, ev.status_message)
             created = self._get(ev.id)
-            assert created is not None
+            if created is None:
+                raise RuntimeError("invariant: created must exist")
             return created, True
 
     def get(self, evaluation_id: str) -> Evaluation | None:
@@ -258,7 +263,7 @@ class SqliteJobStore:
             ).fetchone()
             return None if row is None else self._get(row["id"])
 
-    def list(
+    def list_evaluations(
         self,
         *,
         team: str = "",
@@ -267,7 +272,8 @@ class SqliteJobStore:
         after_seq: int = 0,
         limit: int = 50,
     ) -> list[Evaluation]:
-        clauses, args = ["e.seq > ?"], [after_seq]
+        clauses: list[str] = ["e.seq > ?"]
+        args: list[object] = [after_seq]
         for column, value in (("team", team), ("benchmark", benchmark)):
             if value:
                 clauses.append(f"e.{column} = ?")
@@ -276,19 +282,19 @@ class SqliteJobStore:
             clauses.append("e.state = ?")
             args.append(state.value)
         sql = (
-            "SELECT e.*, r.envelope FROM evaluations e LEFT JOIN receipts r"
+            "SELECT e.*, r.envelope FROM evaluations e LEFT JOIN receipts r"  # noqa: S608 -- fixed columns, values bound
             f" ON r.evaluation_id = e.id WHERE {' AND '.join(clauses)} ORDER BY e.seq LIMIT ?"
         )
         with self._lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()  # noqa: S608 -- fixed columns
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
         return [_evaluation(r) for r in rows]
 
     def in_states(self, states: Sequence[State]) -> list[Evaluation]:
         marks = ",".join("?" for _ in states)
         with self._lock:
             rows = self._db.execute(
-                "SELECT e.*, NULL AS envelope FROM evaluations e"
-                f" WHERE e.state IN ({marks}) ORDER BY e.seq",  # noqa: S608 -- placeholders only
+                "SELECT e.*, NULL AS envelope FROM evaluations e"  # noqa: S608 -- placeholders only
+                f" WHERE e.state IN ({marks}) ORDER BY e.seq",
                 [s.value for s in states],
             ).fetchall()
         return [_evaluation(r) for r in rows]
@@ -310,22 +316,23 @@ class SqliteJobStore:
         failure: tuple[FailureReason, str] | None = None,
         public_metrics: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
-        receipt: tuple[int, dict[str, Any], bytes | None] | None = None,
+        receipt: tuple[int, Mapping[str, Any], bytes | None] | None = None,
         new_attempt: bool = False,
     ) -> bool:
         """Compare-and-set src -> dst in one transaction; False (and no change) if state moved."""
         sources = [src] if isinstance(src, State) else list(src)
-        assert all(can_transition(s, dst) for s in sources), (sources, dst)
+        if not all(can_transition(s, dst) for s in sources):
+            raise ValueError(f"no transition {[s.value for s in sources]} -> {dst.value}")
         marks = ",".join("?" for _ in sources)
         stamp = _ts(now())
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE evaluations SET state=?, status_message=?, updated_at=?,"
+                "UPDATE evaluations SET state=?, status_message=?, updated_at=?,"  # noqa: S608 -- placeholders only
                 " failure_reason=COALESCE(?, failure_reason),"
                 " failure_message=COALESCE(?, failure_message),"
                 " public_metrics=COALESCE(?, public_metrics), usage=COALESCE(?, usage),"
                 " attempts=attempts+?"
-                f" WHERE id=? AND state IN ({marks})",  # noqa: S608 -- placeholders only
+                f" WHERE id=? AND state IN ({marks})",
                 (
                     dst.value,
                     message,
@@ -368,7 +375,12 @@ class SqliteJobStore:
             self._event(db, evaluation_id, state, message)
 
     def record_attempt(
-        self, evaluation_id: str, n: int, *, handle: str | None = None, outcome: str | None = None,
+        self,
+        evaluation_id: str,
+        n: int,
+        *,
+        handle: str | None = None,
+        outcome: str | None = None,
         detail: str = "",
     ) -> None:
         with self._tx() as db:

@@ -11,7 +11,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE
 def parse_size(value: str | int) -> int:
     """`512m` -> 536870912. Raises ValueError with the accepted forms on anything else."""
     if isinstance(value, bool):
-        raise ValueError("a size must be a number of bytes or like 512m, 2g")
+        raise TypeError("a size must be a number of bytes or like 512m, 2g")
     if isinstance(value, int):
         if value <= 0:
             raise ValueError("a size must be positive")
