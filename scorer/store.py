@@ -443,7 +443,7 @@ def _benchmark(row: sqlite3.Row) -> Benchmark:
             cpus=d["cpus"],
             gpus=d["gpus"],
         ),
-        missing=MissingPolicy[d["missing"]],
+        missing=MissingPolicy(d["missing"]),
         organizer_public_key=bytes.fromhex(d["organizer_public_key"]) or None,
         created_at=_dt(row["created_at"]),
     )
