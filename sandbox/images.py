@@ -77,8 +77,14 @@ def build_busybox_image(
     try:
         engine = client or docker.from_env()
         image, _logs = engine.images.build(
-            fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
-            pull=False, labels=dict(labels or {}),
+            fileobj=context,
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            network_mode="none",  # a build step needs no network, and gets none
+            labels=dict(labels or {}),
         )
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise ExecutorError(f"cannot build image {tag}: {exc}") from exc

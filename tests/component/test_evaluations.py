@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from sandbox.executor import OutputFileStatus
-from sandbox.testing import FakeRun
+from sandbox.testing import FakeExecutor, FakeRun
 from scorer.client import ClientError
 from scorer.core.metrics import score_splits, seed_from_id
 from scorer.receipts import open_sealed_metrics, verify_envelope
@@ -21,6 +22,8 @@ from tests.component.conftest import (
     Harness,
     image_info,
     predictions_csv,
+    start_harness,
+    stop_harness,
 )
 
 
@@ -167,3 +170,46 @@ def test_a_foreign_architecture_is_rejected_with_a_receipt(harness: Harness) -> 
     assert done.failure_reason is not None and done.failure_reason.value == "IMAGE_REJECTED"
     assert "arm64" in done.failure_message and done.receipt is not None
     assert not [s for s in harness.executor.specs if s.image_id == "sha256:" + "12" * 32]
+
+
+def test_list_benchmarks_describes_limits_splits_and_dataset(harness: Harness) -> None:
+    """ListBenchmarks tells the platform what each benchmark runs against."""
+    reply = harness.client.call(harness.client.evaluations.ListBenchmarks,
+                                pb.ListBenchmarksRequest())
+    (bench,) = [b for b in reply.benchmarks if b.name == "bench"]
+    assert bench.dataset == "videos" and list(bench.splits) == ["private", "public"]
+    assert bench.limits.time_limit_seconds == 30 and bench.missing_predictions == pb.FAIL
+    assert len(bench.dataset_digest) == 64 and len(bench.organizer_public_key) == 32
+
+
+def test_public_key_is_served_as_pem_with_its_keyid(harness: Harness) -> None:
+    """GetPublicKey returns the signing key, whose keyid is the sha256 of the raw key."""
+    key = harness.client.call(harness.client.audit.GetPublicKey, pb.GetPublicKeyRequest())
+    assert key.keyid == harness.signer.keyid and key.algorithm == "ed25519"
+    assert key.public_key_pem.startswith("-----BEGIN PUBLIC KEY-----")
+
+
+def test_cpu_slots_run_evaluations_in_fifo_order(tmp_path: Path, executor: FakeExecutor) -> None:
+    """With one CPU slot, evaluations run one at a time in submission order."""
+    tmp_path.chmod(0o755)
+    h = start_harness(tmp_path, executor, cpu_slots=1)
+    try:
+        ids = [h.submit(f"fifo-{i}").id for i in range(4)]
+        for evaluation_id in ids:
+            h.wait(evaluation_id)
+        order = [s.labels["scorer.evaluation_id"] for s in executor.specs]
+        assert order == ids
+    finally:
+        stop_harness(h)
+
+
+def test_health_and_reflection_are_served(harness: Harness) -> None:
+    """grpc.health.v1 answers SERVING and reflection lists the scorer services."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    assert harness.client.serving()
+    stub = reflection_pb2_grpc.ServerReflectionStub(harness.client._channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    reply = next(iter(stub.ServerReflectionInfo(iter([request]))))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"scorer.v1.EvaluationService", "grpc.health.v1.Health"} <= names

@@ -1,0 +1,2 @@
+# Burns CPU until killed: cpus caps it, the deadline ends it.
+while :; do :; done

@@ -1,0 +1,2 @@
+# A directory where the file should be.
+mkdir /output/submission.csv

@@ -1,0 +1,3 @@
+# Fails on its own.
+echo "something went wrong" >&2
+exit 3

@@ -1,0 +1,2 @@
+# Reports the user it runs as.
+echo "$(id -u):$(id -g)" > /output/submission.csv
