@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sandbox.images import build_busybox_image  # noqa: E402
-from scorer.client import Client  # noqa: E402
-from scorer.v1 import scorer_pb2 as pb  # noqa: E402
-from tests.integration.service_process import ServiceProcess  # noqa: E402
+from sandbox.images import build_busybox_image
+from scorer.client import Client
+from scorer.v1 import scorer_pb2 as pb
+from tests.integration.service_process import ServiceProcess
 
 TAG = "scorer-bench/trivial:latest"
 SCRIPT = 'cp /data/sample_submission.csv "${SCORER_SUBMISSION_PATH:-/tmp/x}" 2>/dev/null || true\n'
@@ -33,15 +33,17 @@ SCRIPT = 'cp /data/sample_submission.csv "${SCORER_SUBMISSION_PATH:-/tmp/x}" 2>/
 
 def bare_run() -> float:
     t0 = time.perf_counter()
-    subprocess.run(["docker", "run", "--rm", "--network", "none", TAG], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", TAG], check=True, capture_output=True
+    )
     return time.perf_counter() - t0
 
 
 def service_run(client: Client) -> float:
     t0 = time.perf_counter()
-    reply = client.submit(submission_id=f"bench-{uuid.uuid4().hex}", benchmark="bench",
-                          team="bench", image=TAG)
+    reply = client.submit(
+        submission_id=f"bench-{uuid.uuid4().hex}", benchmark="bench", team="bench", image=TAG
+    )
     for event in client.watch(reply.evaluation.id):
         if event.evaluation.state in (pb.SUCCEEDED, pb.FAILED, pb.CANCELLED):
             elapsed = time.perf_counter() - t0
@@ -69,10 +71,21 @@ def main() -> None:
         svc = ServiceProcess(root / "state", root / "serve.log")
         svc.start()
         try:
-            svc.cli("dataset", "add", "d", "--videos", str(videos), "--labels", str(labels),
-                    check=True)
-            svc.cli("benchmark", "add", "bench", "--dataset", "d", "--memory", "256m",
-                    "--time-limit-seconds", "60", check=True)
+            svc.cli(
+                "dataset", "add", "d", "--videos", str(videos), "--labels", str(labels), check=True
+            )
+            svc.cli(
+                "benchmark",
+                "add",
+                "bench",
+                "--dataset",
+                "d",
+                "--memory",
+                "256m",
+                "--time-limit-seconds",
+                "60",
+                check=True,
+            )
             with Client(svc.address) as client:
                 service_run(client)  # warm-up: imports, first container of the image
                 bare_run()
@@ -88,7 +101,9 @@ def main() -> None:
         q = statistics.quantiles(xs, n=10)
         print(f"{name:32}{statistics.median(xs):10.3f}{q[0]:9.3f}{q[-1]:9.3f}")
     verdict = "meets" if s / b <= 1.5 else "MISSES"
-    print(f"overhead ratio service/bare = {s / b:.2f}x ({verdict} the 1.5x target; {args.runs} runs)")
+    print(
+        f"overhead ratio service/bare = {s / b:.2f}x ({verdict} the 1.5x target; {args.runs} runs)"
+    )
 
 
 if __name__ == "__main__":

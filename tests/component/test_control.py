@@ -14,8 +14,8 @@ from scorer.client import ClientError
 from scorer.core.lifecycle import State
 from scorer.errors import PermissionDeniedError
 from scorer.models import Evaluation
-from scorer.store import SqliteJobStore, now
 from scorer.server import _loopback_only
+from scorer.store import SqliteJobStore, now
 from scorer.v1 import scorer_pb2 as pb
 from tests.component.conftest import (
     GOOD_RUN,
@@ -114,16 +114,32 @@ def test_a_run_interrupted_by_a_crash_is_recovered_with_exactly_one_receipt(
     stop_harness(first)
     # What a process killed mid-run leaves behind: a RUNNING row and a labelled live container.
     store = SqliteJobStore(first.config.db_path)
-    ev, _ = store.create_evaluation(Evaluation(
-        id="ev_crashed", seq=0, submission_id="crash", team="team-a", benchmark="bench",
-        image_ref="team/img:1", image_digest=IMAGE_ID, state=State.QUEUED, gpus=0,
-        created_at=now(), updated_at=now()))
+    ev, _ = store.create_evaluation(
+        Evaluation(
+            id="ev_crashed",
+            seq=0,
+            submission_id="crash",
+            team="team-a",
+            benchmark="bench",
+            image_ref="team/img:1",
+            image_digest=IMAGE_ID,
+            state=State.QUEUED,
+            gpus=0,
+            created_at=now(),
+            updated_at=now(),
+        )
+    )
     store.transition(ev.id, State.QUEUED, State.PREPARING, new_attempt=True)
     store.transition(ev.id, State.PREPARING, State.RUNNING)
-    orphan = executor.submit(RunSpec(
-        image_id=IMAGE_ID, videos_dir=first.videos, sample_submission=first.videos / "x",
-        limits=Limits(time_limit_s=60, memory_bytes=2**30, cpus=1),
-        labels={"scorer.instance": instance, "scorer.evaluation_id": ev.id}))
+    orphan = executor.submit(
+        RunSpec(
+            image_id=IMAGE_ID,
+            videos_dir=first.videos,
+            sample_submission=first.videos / "x",
+            limits=Limits(time_limit_s=60, memory_bytes=2**30, cpus=1),
+            labels={"scorer.instance": instance, "scorer.evaluation_id": ev.id},
+        )
+    )
     store.record_attempt(ev.id, 1, handle=orphan)
     store.close()
     executor.behave(IMAGE_ID, GOOD_RUN)
@@ -158,27 +174,27 @@ def test_gpus_are_held_exclusively_in_fifo_order(harness: Harness) -> None:
 BAD_REQUESTS = [
     (
         "empty submission id",
-        dict(submission_id="", benchmark="bench", team="t", image="team/img:1"),
+        {"submission_id": "", "benchmark": "bench", "team": "t", "image": "team/img:1"},
         grpc.StatusCode.INVALID_ARGUMENT,
     ),
     (
         "control char in team",
-        dict(submission_id="a", benchmark="bench", team="t\x00", image="team/img:1"),
+        {"submission_id": "a", "benchmark": "bench", "team": "t\x00", "image": "team/img:1"},
         grpc.StatusCode.INVALID_ARGUMENT,
     ),
     (
         "empty image",
-        dict(submission_id="b", benchmark="bench", team="t", image=""),
+        {"submission_id": "b", "benchmark": "bench", "team": "t", "image": ""},
         grpc.StatusCode.INVALID_ARGUMENT,
     ),
     (
         "unknown benchmark",
-        dict(submission_id="c", benchmark="nope", team="t", image="team/img:1"),
+        {"submission_id": "c", "benchmark": "nope", "team": "t", "image": "team/img:1"},
         grpc.StatusCode.NOT_FOUND,
     ),
     (
         "image not in the engine",
-        dict(submission_id="d", benchmark="bench", team="t", image="team/absent:1"),
+        {"submission_id": "d", "benchmark": "bench", "team": "t", "image": "team/absent:1"},
         grpc.StatusCode.NOT_FOUND,
     ),
 ]
@@ -206,7 +222,7 @@ def test_admin_and_lookup_errors_map_to_status_codes(harness: Harness) -> None:
         ),
         (
             c.evaluations.ListEvaluations,
-            pb.ListEvaluationsRequest(page_token="zz"),
+            pb.ListEvaluationsRequest(page_token="zz"),  # noqa: S106 -- a page token, not a secret
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
         (

@@ -102,12 +102,12 @@ VERDICTS = [
     ),
     ("oom", FakeRun(exit_code=137, oom_killed=True, output=None), "OUT_OF_MEMORY"),
     ("timeout beats oom", FakeRun(hang=True, oom_killed=True), "TIMEOUT"),
-    ("nan", FakeRun(output=predictions_csv({n: math.nan for n in NAMES})), "INVALID_OUTPUT"),
-    ("out of range", FakeRun(output=predictions_csv({n: 1.5 for n in NAMES})), "INVALID_OUTPUT"),
+    ("nan", FakeRun(output=predictions_csv(dict.fromkeys(NAMES, math.nan))), "INVALID_OUTPUT"),
+    ("out of range", FakeRun(output=predictions_csv(dict.fromkeys(NAMES, 1.5))), "INVALID_OUTPUT"),
     ("missing rows", FakeRun(output=b"filename,label\nclip00.mp4,0.5\n"), "INVALID_OUTPUT"),
     (
         "unknown names",
-        FakeRun(output=predictions_csv({**{n: 0.5 for n in NAMES}, "x.mp4": 0.5})),
+        FakeRun(output=predictions_csv({**dict.fromkeys(NAMES, 0.5), "x.mp4": 0.5})),
         "INVALID_OUTPUT",
     ),
     ("bad header", FakeRun(output=b"name,prob\n"), "INVALID_OUTPUT"),
@@ -137,7 +137,7 @@ def test_impute_policy_fills_missing_rows_and_says_how_many(harness: Harness) ->
     harness.executor.add_image(
         "team/partial:1",
         image_info("sha256:" + "ef" * 32),
-        FakeRun(output=predictions_csv({n: 0.9 for n in NAMES[:10]})),
+        FakeRun(output=predictions_csv(dict.fromkeys(NAMES[:10], 0.9))),
     )
     harness.add_benchmark("lenient", impute=True)
     ev = harness.submit("imp", benchmark="lenient", image="team/partial:1")
@@ -174,8 +174,9 @@ def test_a_foreign_architecture_is_rejected_with_a_receipt(harness: Harness) -> 
 
 def test_list_benchmarks_describes_limits_splits_and_dataset(harness: Harness) -> None:
     """ListBenchmarks tells the platform what each benchmark runs against."""
-    reply = harness.client.call(harness.client.evaluations.ListBenchmarks,
-                                pb.ListBenchmarksRequest())
+    reply = harness.client.call(
+        harness.client.evaluations.ListBenchmarks, pb.ListBenchmarksRequest()
+    )
     (bench,) = [b for b in reply.benchmarks if b.name == "bench"]
     assert bench.dataset == "videos" and list(bench.splits) == ["private", "public"]
     assert bench.limits.time_limit_seconds == 30 and bench.missing_predictions == pb.FAIL

@@ -31,10 +31,20 @@ class ServiceProcess:
     def start(self, timeout_s: float = 120) -> None:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "scorer", "serve", "--listen", self.address,
-                 "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
-                 "--state-dir", str(self.state_dir)],
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "scorer",
+                    "serve",
+                    "--listen",
+                    self.address,
+                    "--metrics-listen",
+                    f"127.0.0.1:{self.metrics_port}",
+                    "--state-dir",
+                    str(self.state_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout_s
         with Client(self.address) as client:
@@ -63,10 +73,15 @@ class ServiceProcess:
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "scorer", *args], capture_output=True, text=True,
-            env={**os.environ, "SCORER_SERVER": self.address}, timeout=300, check=False,
+            [sys.executable, "-m", "scorer", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SCORER_SERVER": self.address},
+            timeout=300,
+            check=False,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"scorer {' '.join(args)} -> {proc.returncode}\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"scorer {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc

@@ -32,8 +32,10 @@ SCRIPTS = {
     "sed 's/0.5$/nan/'; } > \"$SCORER_SUBMISSION_PATH\"\n",
 }
 # Eight "videos": names ending in a.mp4 are FAKE; public and private splits.
-VIDEOS = {f"clip{i}{'a' if i % 2 else 'b'}.mp4": (i % 2, "public" if i < 4 else "private")
-          for i in range(8)}
+VIDEOS = {
+    f"clip{i}{'a' if i % 2 else 'b'}.mp4": (i % 2, "public" if i < 4 else "private")
+    for i in range(8)
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,35 +60,72 @@ def hidden(tmp_path: Path) -> tuple[Path, Path]:
         (videos / name).write_bytes(name.encode() * 100)
         (videos / name).chmod(0o644)
     labels = tmp_path / "labels.csv"
-    labels.write_text("filename,label,split\n" + "".join(
-        f"{n},{'FAKE' if y else 'REAL'},{s}\n" for n, (y, s) in VIDEOS.items()))
+    labels.write_text(
+        "filename,label,split\n"
+        + "".join(f"{n},{'FAKE' if y else 'REAL'},{s}\n" for n, (y, s) in VIDEOS.items())
+    )
     return videos, labels
 
 
 @pytest.fixture
-def service(tmp_path: Path, hidden: tuple[Path, Path], docker_client: docker.DockerClient
-            ) -> Iterator[ServiceProcess]:
+def service(
+    tmp_path: Path, hidden: tuple[Path, Path], docker_client: docker.DockerClient
+) -> Iterator[ServiceProcess]:
     svc = ServiceProcess(tmp_path / "state", tmp_path / "serve.log")
     svc.start()
     videos, labels = hidden
     svc.cli("keys", "organizer", "--out", str(tmp_path / "keys"), check=True)
-    svc.cli("dataset", "add", "hidden", "--videos", str(videos), "--labels", str(labels),
-            check=True)
-    svc.cli("benchmark", "add", "main", "--dataset", "hidden", "--time-limit-seconds", "60",
-            "--memory", "256m", "--organizer-public-key", str(tmp_path / "keys/organizer.pub"),
-            check=True)
-    svc.cli("benchmark", "add", "short", "--dataset", "hidden", "--time-limit-seconds", "2",
-            "--memory", "256m", check=True)
+    svc.cli(
+        "dataset", "add", "hidden", "--videos", str(videos), "--labels", str(labels), check=True
+    )
+    svc.cli(
+        "benchmark",
+        "add",
+        "main",
+        "--dataset",
+        "hidden",
+        "--time-limit-seconds",
+        "60",
+        "--memory",
+        "256m",
+        "--organizer-public-key",
+        str(tmp_path / "keys/organizer.pub"),
+        check=True,
+    )
+    svc.cli(
+        "benchmark",
+        "add",
+        "short",
+        "--dataset",
+        "hidden",
+        "--time-limit-seconds",
+        "2",
+        "--memory",
+        "256m",
+        check=True,
+    )
     yield svc
     svc.stop()
     leftovers = docker_client.containers.list(all=True, filters={"label": "scorer.evaluation_id"})
     assert not leftovers, [c.name for c in leftovers]
 
 
-def _submit(svc: ServiceProcess, image: str, benchmark: str = "main", sid: str = "s1"
-            ) -> tuple[int, dict[str, object]]:
-    proc = svc.cli("submit", "--image", image, "--benchmark", benchmark, "--team", "t1",
-                   "--submission-id", sid, "--wait", "--json")
+def _submit(
+    svc: ServiceProcess, image: str, benchmark: str = "main", sid: str = "s1"
+) -> tuple[int, dict[str, object]]:
+    proc = svc.cli(
+        "submit",
+        "--image",
+        image,
+        "--benchmark",
+        benchmark,
+        "--team",
+        "t1",
+        "--submission-id",
+        sid,
+        "--wait",
+        "--json",
+    )
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
@@ -101,9 +140,10 @@ def _wait_state(svc: ServiceProcess, evaluation_id: str, state: str, timeout_s: 
     raise AssertionError(f"{evaluation_id} never reached {state}")
 
 
-def test_submit_score_and_verify_offline(service: ServiceProcess, e2e_images: dict[str, str],
-                                         tmp_path: Path) -> None:
-    """A real image is scored over gRPC; its receipt verifies offline and reveals the private split."""
+def test_submit_score_and_verify_offline(
+    service: ServiceProcess, e2e_images: dict[str, str], tmp_path: Path
+) -> None:
+    """A real image is scored over gRPC; its receipt verifies offline and reveals private scores."""
     code, ev = _submit(service, e2e_images["predict"])
     assert code == 0 and ev["state"] == "SUCCEEDED", ev
     public = ev["public_metrics"]
@@ -114,9 +154,16 @@ def test_submit_score_and_verify_offline(service: ServiceProcess, e2e_images: di
     pem.write_text(service.cli("keys", "public", check=True).stdout)
     ok = service.cli("verify", str(receipt), "--public-key", str(pem))
     assert ok.returncode == 0, ok.stderr
-    revealed = service.cli("verify", str(receipt), "--public-key", str(pem),
-                           "--organizer-private-key", str(tmp_path / "keys/organizer.key"),
-                           "--json", check=True)
+    revealed = service.cli(
+        "verify",
+        str(receipt),
+        "--public-key",
+        str(pem),
+        "--organizer-private-key",
+        str(tmp_path / "keys/organizer.key"),
+        "--json",
+        check=True,
+    )
     assert json.loads(revealed.stdout)["revealed_metrics"]["private"]["n"] == 4
     tampered = json.loads(receipt.read_text())
     tampered["payload"] = tampered["payload"][:-8] + "AAAAAAA="
@@ -124,8 +171,9 @@ def test_submit_score_and_verify_offline(service: ServiceProcess, e2e_images: di
     assert service.cli("verify", str(receipt), "--public-key", str(pem)).returncode == 1
 
 
-def test_a_sleeping_image_times_out_and_leaves_nothing(service: ServiceProcess,
-                                                       e2e_images: dict[str, str]) -> None:
+def test_a_sleeping_image_times_out_and_leaves_nothing(
+    service: ServiceProcess, e2e_images: dict[str, str]
+) -> None:
     """The deadline kills the container; the verdict is TIMEOUT within the limit plus a grace."""
     started = time.monotonic()
     code, ev = _submit(service, e2e_images["sleep"], benchmark="short", sid="t1")
@@ -134,8 +182,9 @@ def test_a_sleeping_image_times_out_and_leaves_nothing(service: ServiceProcess,
     assert ev["receipt"] is not None
 
 
-def test_invalid_predictions_fail_with_a_safe_message(service: ServiceProcess,
-                                                      e2e_images: dict[str, str]) -> None:
+def test_invalid_predictions_fail_with_a_safe_message(
+    service: ServiceProcess, e2e_images: dict[str, str]
+) -> None:
     """NaN predictions are INVALID_OUTPUT, and the message names no hidden video."""
     code, ev = _submit(service, e2e_images["nan"], sid="n1")
     assert code == 1 and ev["failure_reason"] == "INVALID_OUTPUT", ev
@@ -143,11 +192,23 @@ def test_invalid_predictions_fail_with_a_safe_message(service: ServiceProcess,
     assert not any(name[:-4] in str(ev["failure_message"]) for name in VIDEOS)
 
 
-def test_cancel_kills_the_running_container(service: ServiceProcess, e2e_images: dict[str, str],
-                                            docker_client: docker.DockerClient) -> None:
+def test_cancel_kills_the_running_container(
+    service: ServiceProcess, e2e_images: dict[str, str], docker_client: docker.DockerClient
+) -> None:
     """Cancelling a RUNNING evaluation removes its container at once."""
-    proc = service.cli("submit", "--image", e2e_images["sleep"], "--benchmark", "main",
-                       "--team", "t1", "--submission-id", "c1", "--json", check=True)
+    proc = service.cli(
+        "submit",
+        "--image",
+        e2e_images["sleep"],
+        "--benchmark",
+        "main",
+        "--team",
+        "t1",
+        "--submission-id",
+        "c1",
+        "--json",
+        check=True,
+    )
     evaluation_id = json.loads(proc.stdout)["id"]
     _wait_state(service, evaluation_id, "RUNNING")
     out = service.cli("cancel", evaluation_id, "--json", check=True)
@@ -163,8 +224,19 @@ def test_a_crash_mid_run_is_recovered_with_one_receipt(
     service: ServiceProcess, e2e_images: dict[str, str], docker_client: docker.DockerClient
 ) -> None:
     """SIGKILL while a container runs; on restart it is reaped, retried, sealed exactly once."""
-    proc = service.cli("submit", "--image", e2e_images["slow-predict"], "--benchmark", "main",
-                       "--team", "t1", "--submission-id", "crash", "--json", check=True)
+    proc = service.cli(
+        "submit",
+        "--image",
+        e2e_images["slow-predict"],
+        "--benchmark",
+        "main",
+        "--team",
+        "t1",
+        "--submission-id",
+        "crash",
+        "--json",
+        check=True,
+    )
     evaluation_id = json.loads(proc.stdout)["id"]
     _wait_state(service, evaluation_id, "RUNNING")
     service.kill()
@@ -172,15 +244,15 @@ def test_a_crash_mid_run_is_recovered_with_one_receipt(
     orphans = docker_client.containers.list(all=True, filters={"label": label})
     assert orphans, "the crashed service's container should still be there"
     service.start()
-    assert all(c.id not in {o.id for o in docker_client.containers.list(all=True)}
-               for c in orphans)
+    assert all(c.id not in {o.id for o in docker_client.containers.list(all=True)} for c in orphans)
     done = service.cli("watch", evaluation_id, "--json")
     ev = json.loads(done.stdout)
     assert ev["state"] == "SUCCEEDED" and ev["attempts"] == 2, ev
     service.stop()
     db = sqlite3.connect(service.state_dir / "scorer.db")
-    count = db.execute("SELECT COUNT(*) FROM receipts WHERE evaluation_id=?",
-                       (evaluation_id,)).fetchone()[0]
+    count = db.execute(
+        "SELECT COUNT(*) FROM receipts WHERE evaluation_id=?", (evaluation_id,)
+    ).fetchone()[0]
     db.close()
     assert count == 1
 
@@ -198,8 +270,9 @@ def test_operations_surfaces(service: ServiceProcess, e2e_images: dict[str, str]
     assert run_lines and all(line["evaluation_id"] == ev["id"] for line in run_lines)
 
 
-def test_try_says_what_the_service_would_say(e2e_images: dict[str, str],
-                                             hidden: tuple[Path, Path], tmp_path: Path) -> None:
+def test_try_says_what_the_service_would_say(
+    e2e_images: dict[str, str], hidden: tuple[Path, Path], tmp_path: Path
+) -> None:
     """`scorer try` runs the same sandbox and validation locally, with no service."""
     svc = ServiceProcess(tmp_path / "unused", tmp_path / "unused.log")
     good = svc.cli("try", "--image", e2e_images["predict"], "--videos", str(hidden[0]))
