@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -92,7 +93,18 @@ def try_image(
             f"running {image} ({info.id[:19]}) on {len(names)} videos, "
             f"limit {time_limit_s:g} s, no network..."
         )
-        handle = executor.submit(spec)
+        try:
+            handle = executor.submit(spec)
+        except ExecutorError as exc:
+            hint = (
+                ""
+                if os.geteuid() == 0
+                else (
+                    " (the sandbox mounts a size-capped tmpfs for /output, as the service does: "
+                    "run scorer try as root, e.g. with sudo)"
+                )
+            )
+            return LocalVerdict(ok=False, summary=f"could not start the sandbox: {exc}{hint}")
         try:
             timed_out = wait_with_deadline(
                 executor, handle, time.monotonic() + time_limit_s, lambda: False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import grpc
@@ -158,8 +159,13 @@ def test_watch_streams_every_state_until_terminal(harness: Harness) -> None:
 def test_metrics_count_outcomes(harness: Harness) -> None:
     """The Prometheus registry counts finished evaluations by state."""
     harness.wait(harness.submit("m-1").id)
-    text = generate_latest(harness.service.telemetry.registry).decode()
-    assert 'scorer_evaluations_finished_total{reason="",state="SUCCEEDED"} 1.0' in text
+    expected = 'scorer_evaluations_finished_total{reason="",state="SUCCEEDED"} 1.0'
+    deadline = time.monotonic() + 5  # counted by the run thread just after the state commits
+    text = ""
+    while time.monotonic() < deadline and expected not in text:
+        text = generate_latest(harness.service.telemetry.registry).decode()
+        time.sleep(0.02)
+    assert expected in text
     assert "scorer_evaluations_submitted_total 1.0" in text
 
 

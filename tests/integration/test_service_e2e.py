@@ -106,7 +106,11 @@ def service(
     )
     yield svc
     svc.stop()
-    leftovers = docker_client.containers.list(all=True, filters={"label": "scorer.evaluation_id"})
+    db = sqlite3.connect(svc.state_dir / "scorer.db")
+    (instance,) = db.execute("SELECT value FROM meta WHERE key='instance_id'").fetchone()
+    db.close()
+    mine = {"label": f"scorer.instance={instance}"}
+    leftovers = docker_client.containers.list(all=True, filters=mine)
     assert not leftovers, [c.name for c in leftovers]
 
 
@@ -262,9 +266,13 @@ def test_operations_surfaces(service: ServiceProcess, e2e_images: dict[str, str]
     code, ev = _submit(service, e2e_images["predict"], sid="ops")
     assert code == 0
     url = f"http://127.0.0.1:{service.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 -- loopback, fixed URL
-        text = reply.read().decode()
-    assert 'scorer_evaluations_finished_total{reason="",state="SUCCEEDED"} 1.0' in text
+    expected = 'scorer_evaluations_finished_total{reason="",state="SUCCEEDED"} 1.0'
+    text, deadline = "", time.monotonic() + 5  # counted just after the state commits
+    while expected not in text and time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 -- loopback URL
+            text = reply.read().decode()
+        time.sleep(0.05)
+    assert expected in text
     lines = [json.loads(line) for line in service.log_path.read_text().splitlines() if line]
     run_lines = [line for line in lines if line.get("event") == "run_finished"]
     assert run_lines and all(line["evaluation_id"] == ev["id"] for line in run_lines)
