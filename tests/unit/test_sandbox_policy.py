@@ -60,7 +60,7 @@ def _options(spec: RunSpec, **config: object) -> dict[str, object]:
         IMAGE,
         cfg,
         token=TOKEN,
-        output_dir=Path("/work/x/output"),
+        output_dir=Path("/srv/run/output"),
         user=RunUser(uid=65534, gid=65534),
         present_gpu_nodes=frozenset({"/dev/nvidiactl", "/dev/nvidia-uvm"}),
     )
@@ -119,7 +119,7 @@ def test_inputs_are_read_only_non_recursive_binds_and_output_is_writable() -> No
     """/data/* are read-only and never expose nested mounts; /output is the only writable bind."""
     mounts = {m["Target"]: m for m in _options(_spec())["mounts"]}  # type: ignore[attr-defined]
     assert {t: (m["Source"], m["ReadOnly"]) for t, m in mounts.items()} == {
-        "/output": ("/work/x/output", False),
+        "/output": ("/srv/run/output", False),
         "/data/videos": ("/srv/videos", True),
         "/data/sample_submission.csv": ("/srv/sample.csv", True),
     }
