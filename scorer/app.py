@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 import structlog
 
 from sandbox.docker_executor import DockerExecutor, DockerExecutorConfig
 from scorer.config import ServiceConfig
+from scorer.gpus import GpuInfo, discover, select_gpus
 from scorer.receipts import Signer
 from scorer.selftest import run_self_test
 from scorer.server import build_server, set_serving
@@ -31,6 +33,25 @@ def make_executor(config: ServiceConfig) -> DockerExecutor:
     )
 
 
+def discover_gpus(config: ServiceConfig) -> tuple[GpuInfo, ...]:
+    """The GPUs this service hands out: every one found, or the pinned ones (which must exist)."""
+    found = discover(Path(config.gpu_driver_dir))
+    try:
+        gpus = select_gpus(found, config.gpus)
+    except ValueError as exc:
+        raise SystemExit(f"scorer serve: {exc}") from None
+    log.info(
+        "gpus_discovered",
+        found=len(found),
+        used=[gpu.index for gpu in gpus],
+        models=sorted({gpu.name for gpu in gpus}),
+        driver_versions=sorted({gpu.driver_version for gpu in gpus}),
+        uuids=[gpu.uuid for gpu in gpus],
+        memory_total_bytes=[gpu.memory_total_bytes for gpu in gpus],
+    )
+    return gpus
+
+
 def serve(
     config: ServiceConfig,
     *,
@@ -38,13 +59,19 @@ def serve(
     stop: threading.Event | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set); health turns SERVING after the self-test."""
+    gpus = discover_gpus(config)  # first: a pinned GPU that is missing stops the start-up
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = SqliteJobStore(config.db_path)
     signer = Signer.load_or_create(config.key_path)
     executor = make_executor(config)
     telemetry = Telemetry()
     service = Service(
-        config=config, store=store, executor=executor, signer=signer, telemetry=telemetry
+        config=config,
+        store=store,
+        executor=executor,
+        signer=signer,
+        telemetry=telemetry,
+        gpus=gpus,
     )
     service.start()
     server, port, health = build_server(service, config.listen)

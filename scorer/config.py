@@ -37,7 +37,8 @@ class ServiceConfig:
     state_dir: Path = field(default_factory=default_state_dir)
     runtime: str = "runc"  # or "runsc" (gVisor)
     cpu_slots: int = 1  # CPU-only evaluations that may run at once
-    gpus: tuple[int, ...] = ()  # host GPU indices the service may hand out
+    # Host GPU indices the service may hand out; None: every GPU discovered at start-up.
+    gpus: tuple[int, ...] | None = None
     gpu_mode: str = "devices"  # "devices" (plain device nodes) or "toolkit"
     gpu_driver_dir: str = "/usr/local/nvidia"
     max_attempts: int = 3  # INFRASTRUCTURE retries are bounded (CMS retries 3 times)
@@ -101,3 +102,7 @@ def _check(config: ServiceConfig) -> None:
         raise ValueError("cpu_slots must be at least 1")
     if config.max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
+    if config.gpus is not None and (
+        any(i < 0 for i in config.gpus) or len(set(config.gpus)) != len(config.gpus)
+    ):
+        raise ValueError(f"gpus must list distinct GPU indices (0, 1, ...), not {config.gpus}")

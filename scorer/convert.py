@@ -67,6 +67,7 @@ def evaluation(ev: Evaluation) -> pb.Evaluation:
                 cpu_seconds=u.get("cpu_seconds") or 0.0,
                 peak_memory_bytes=u.get("peak_memory_bytes") or 0,
                 output_bytes=u.get("output_bytes") or 0,
+                peak_gpu_memory_bytes=u.get("peak_gpu_memory_bytes") or 0,
             )
         )
     if ev.limits:
@@ -175,6 +176,7 @@ def evaluation_json(msg: pb.Evaluation) -> dict[str, Any]:
             "cpu_seconds": msg.usage.cpu_seconds,
             "peak_memory_bytes": msg.usage.peak_memory_bytes,
             "output_bytes": msg.usage.output_bytes,
+            "peak_gpu_memory_bytes": msg.usage.peak_gpu_memory_bytes,
         }
         if msg.HasField("usage")
         else None,

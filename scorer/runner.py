@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from scorer.core.manifest import Manifest, sample_submission_csv
 from scorer.core.metrics import score_splits, seed_from_id
 from scorer.core.receipt import build_statement
 from scorer.datasets import FileStats, quick_check, refresh_stats
+from scorer.gpus import GpuInfo, GpuMonitor, runtime_facts
 from scorer.models import Benchmark, DatasetRecord, Evaluation
 from scorer.receipts import Signer, seal_private_metrics
 from scorer.store import SqliteJobStore, now
@@ -65,8 +66,10 @@ class AttemptRunner:
         signer: Signer,
         telemetry: Telemetry,
         instance_id: str,
+        gpu_inventory: Mapping[int, GpuInfo] | None = None,
     ) -> None:
         self._config = config
+        self._gpu_inventory = dict(gpu_inventory or {})  # discovered GPUs, by host index
         self._store = store
         self._executor = executor
         self._signer = signer
@@ -82,8 +85,15 @@ class AttemptRunner:
         prepared = self._prepare(ev, bench, gpus, bound)
         if prepared is None:
             return
-        result, timed_out = self._execute(ev, prepared, token, bound)
-        self._score(ev, bench, prepared, result, timed_out, bound)
+        with self._gpu_monitor(gpus) as monitor:
+            result, timed_out = self._execute(ev, prepared, token, bound)
+        usage = {**_usage(result), "peak_gpu_memory_bytes": monitor.peak_bytes}
+        self._score(ev, bench, prepared, result, timed_out, usage, bound)
+
+    def _gpu_monitor(self, gpus: GpuAssignment) -> GpuMonitor:
+        """Samples the run's GPUs (only GPUs discovered at start-up; none for a CPU run)."""
+        known = [i for i in gpus.indices if i in self._gpu_inventory]
+        return GpuMonitor(known, driver_dir=Path(self._config.gpu_driver_dir))
 
     # --- PREPARING ---------------------------------------------------------------------------
 
@@ -231,6 +241,7 @@ class AttemptRunner:
         prepared: Prepared,
         result: RunResult,
         timed_out: bool,
+        usage: dict[str, Any],
         bound: Any,
     ) -> None:
         if not self._store.transition(
@@ -251,12 +262,6 @@ class AttemptRunner:
             missing=bench.missing,
             limits=prepared.applied,
         )
-        usage = {
-            "wall_seconds": result.wall_time_s,
-            "cpu_seconds": result.cpu_time_s,
-            "peak_memory_bytes": result.peak_memory_bytes,
-            "output_bytes": result.output_bytes,
-        }
         bound.info(
             "run_finished",
             exit_code=result.exit_code,
@@ -308,8 +313,11 @@ class AttemptRunner:
             },
             "runtime": {
                 "runtime": result.runtime,
-                "gpu_model": None,
-                "driver_version": None,
+                **runtime_facts(
+                    self._gpu_inventory[i]
+                    for i in prepared.spec.gpus.indices
+                    if i in self._gpu_inventory
+                ),
                 "gpus": len(prepared.spec.gpus.indices),
             },
             "usage": usage,
@@ -378,6 +386,15 @@ class AttemptRunner:
             receipt=receipt,
         ):
             raise Cancelled
+
+
+def _usage(result: RunResult) -> dict[str, Any]:
+    return {
+        "wall_seconds": result.wall_time_s,
+        "cpu_seconds": result.cpu_time_s,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "output_bytes": result.output_bytes,
+    }
 
 
 def wait_with_deadline(

@@ -8,7 +8,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from scorer.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from scorer.gpus import GpuInfo
 from scorer.models import Benchmark, DatasetRecord, Evaluation, Event
 from scorer.receipts import Signer
 from scorer.runner import AttemptRunner, Cancelled, CancelToken, InfrastructureError
@@ -56,13 +57,20 @@ class Service:
         executor: Executor,
         signer: Signer,
         telemetry: Telemetry,
+        gpus: Sequence[GpuInfo] | None = None,
     ) -> None:
+        """`gpus`: the discovered GPUs to hand out (with their UUIDs); None: config.gpus' indices
+        as they are, with no UUIDs and no GPU facts (tests, and hosts that skip discovery)."""
         self.config = config
         self.store = store
         self.executor = executor
         self.signer = signer
         self.telemetry = telemetry
         self.instance_id = store.instance_id()
+        self._gpu_info = {gpu.index: gpu for gpu in gpus or ()}
+        self._gpu_pool = (
+            tuple(gpu.index for gpu in gpus) if gpus is not None else tuple(config.gpus or ())
+        )
         self._runner = AttemptRunner(
             config=config,
             store=store,
@@ -70,10 +78,11 @@ class Service:
             signer=signer,
             telemetry=telemetry,
             instance_id=self.instance_id,
+            gpu_inventory=self._gpu_info,
         )
         self._lock = threading.Lock()
         self._tokens: dict[str, CancelToken] = {}
-        self._free_gpus = list(config.gpus)
+        self._free_gpus = list(self._gpu_pool)
         self._cpu_running = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -177,9 +186,9 @@ class Service:
             raise InvalidArgumentError("cpus must be positive")
         if lim.gpus < 0:
             raise InvalidArgumentError("gpus must be 0 (CPU only) or more")
-        if lim.gpus > len(self.config.gpus):
+        if lim.gpus > len(self._gpu_pool):
             raise FailedPreconditionError(
-                f"the benchmark asks for {lim.gpus} GPUs; this service has {len(self.config.gpus)}"
+                f"the benchmark asks for {lim.gpus} GPUs; this service has {len(self._gpu_pool)}"
             )
         key = bench.organizer_public_key
         if key is not None and len(key) != 32:
@@ -347,7 +356,7 @@ class Service:
                         continue
                     taken = tuple(self._free_gpus[: ev.gpus])
                     del self._free_gpus[: ev.gpus]
-                    gpus = GpuAssignment(indices=taken)
+                    gpus = GpuAssignment(indices=taken, uuids=self._uuids(taken))
                 token = CancelToken(event=threading.Event())
                 self._tokens[ev.id] = token
             if not self.store.transition(
@@ -367,6 +376,12 @@ class Service:
             with self._lock:
                 self._runs.add(thread)
             thread.start()
+
+    def _uuids(self, indices: tuple[int, ...]) -> tuple[str, ...]:
+        """The UUIDs of these GPUs (the Container Toolkit's names), or () where not discovered."""
+        if all(i in self._gpu_info for i in indices):
+            return tuple(self._gpu_info[i].uuid for i in indices)
+        return ()
 
     def _run(self, ev: Evaluation, gpus: GpuAssignment, token: CancelToken) -> None:
         try:

@@ -148,10 +148,13 @@ class Usage(_message.Message):
     CPU_SECONDS_FIELD_NUMBER: _builtins.int
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
+    PEAK_GPU_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     wall_seconds: _builtins.float
     cpu_seconds: _builtins.float
     peak_memory_bytes: _builtins.int
     output_bytes: _builtins.int
+    peak_gpu_memory_bytes: _builtins.int
+    """0 for CPU-only runs"""
     def __init__(
         self,
         *,
@@ -159,10 +162,11 @@ class Usage(_message.Message):
         cpu_seconds: _builtins.float = ...,
         peak_memory_bytes: _builtins.int = ...,
         output_bytes: _builtins.int = ...,
+        peak_gpu_memory_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_seconds", b"cpu_seconds", "output_bytes", b"output_bytes", "peak_memory_bytes", b"peak_memory_bytes", "wall_seconds", b"wall_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_seconds", b"cpu_seconds", "output_bytes", b"output_bytes", "peak_gpu_memory_bytes", b"peak_gpu_memory_bytes", "peak_memory_bytes", b"peak_memory_bytes", "wall_seconds", b"wall_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
