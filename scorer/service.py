@@ -343,16 +343,20 @@ class Service:
     def _dispatch(self) -> None:
         """FIFO per pool: CPU jobs take CPU slots; GPU jobs take whole GPUs, head first."""
         gpu_blocked = False
+        ahead = {"cpu": 0, "gpu": 0}
         for ev in self.store.in_states([State.QUEUED]):
+            pool = "gpu" if ev.gpus else "cpu"
             with self._lock:
                 if ev.gpus == 0:
                     if self._cpu_running >= self.config.cpu_slots:
+                        self._say_waiting(ev, "a CPU slot", ahead, pool)
                         continue
                     self._cpu_running += 1
                     gpus = GpuAssignment()
                 else:
                     if gpu_blocked or len(self._free_gpus) < ev.gpus:
                         gpu_blocked = True  # no backfill past the head: strict FIFO
+                        self._say_waiting(ev, f"{ev.gpus} free GPU(s)", ahead, pool)
                         continue
                     taken = tuple(self._free_gpus[: ev.gpus])
                     del self._free_gpus[: ev.gpus]
@@ -370,12 +374,21 @@ class Service:
                 continue
             started = self.get(ev.id)
             thread = threading.Thread(
-                target=self._run, args=(started, gpus, token), name=f"run-{ev.id[:11]}",
+                target=self._run,
+                args=(started, gpus, token),
+                name=f"run-{ev.id[:11]}",
                 daemon=True,
             )
             with self._lock:
                 self._runs.add(thread)
             thread.start()
+
+    def _say_waiting(self, ev: Evaluation, what: str, ahead: dict[str, int], pool: str) -> None:
+        """Never "queued" with no explanation: say what it waits for and how many are ahead."""
+        message = f"queued: waiting for {what}; {ahead[pool]} ahead in the queue"
+        ahead[pool] += 1
+        if ev.status_message != message:
+            self.store.set_status(ev.id, message)
 
     def _uuids(self, indices: tuple[int, ...]) -> tuple[str, ...]:
         """The UUIDs of these GPUs (the Container Toolkit's names), or () where not discovered."""

@@ -84,7 +84,7 @@ class Harness:
         )
         return reply.evaluation
 
-    def wait(self, evaluation_id: str, timeout_s: float = 10.0) -> Evaluation:
+    def wait(self, evaluation_id: str, timeout_s: float = 30.0) -> Evaluation:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             ev = self.store.get(evaluation_id)
@@ -93,7 +93,7 @@ class Harness:
             time.sleep(0.02)
         raise AssertionError(f"{evaluation_id} did not finish: {self.store.get(evaluation_id)}")
 
-    def wait_state(self, evaluation_id: str, state: str, timeout_s: float = 10.0) -> None:
+    def wait_state(self, evaluation_id: str, state: str, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             ev = self.store.get(evaluation_id)

@@ -320,3 +320,28 @@ def test_re_registering_the_same_dataset_is_a_no_op(harness: Harness) -> None:
         ),
     )
     assert reply.num_videos == 12
+
+
+def test_a_waiting_evaluation_says_what_it_waits_for(
+    tmp_path: Path, executor: FakeExecutor
+) -> None:
+    """QUEUED behind a busy CPU slot carries a message naming the slot and its place in line."""
+    tmp_path.chmod(0o755)
+    h = start_harness(tmp_path, executor, cpu_slots=1)
+    try:
+        blocker = h.submit("busy", image=_hanging(h))
+        h.wait_state(blocker.id, "RUNNING")
+        first, second = h.submit("w1"), h.submit("w2")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            messages = [h.client.get(e.id).status_message for e in (first, second)]
+            if all("waiting" in m for m in messages):
+                break
+            time.sleep(0.05)
+        assert messages == [
+            "queued: waiting for a CPU slot; 0 ahead in the queue",
+            "queued: waiting for a CPU slot; 1 ahead in the queue",
+        ]
+        h.service.cancel(blocker.id)
+    finally:
+        stop_harness(h)
