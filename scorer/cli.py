@@ -187,7 +187,9 @@ def benchmark_add(
 
 
 from scorer.cli_evaluations import register as _register_evaluations  # noqa: E402
+from scorer.cli_images import register as _register_images  # noqa: E402
 from scorer.cli_local import register as _register_local  # noqa: E402
 
 _register_evaluations(main)
 _register_local(main)
+_register_images(main)

@@ -12,7 +12,7 @@ import click
 
 from scorer import convert
 from scorer.cli_common import TERMINAL, call, client_of, emit, fail, metrics_line, summary
-from scorer.client import Client, ClientError
+from scorer.client import Client, ClientError, file_sha256
 from scorer.v1 import scorer_pb2 as pb
 
 
@@ -47,8 +47,37 @@ def _exit_for(ev: pb.Evaluation) -> None:
     sys.exit(0 if ev.state == pb.SUCCEEDED else 1)
 
 
+def _image_of(client: Client, image: str | None, image_file: Path | None, quiet: bool) -> str:
+    """The reference to submit: IMAGE, or the digest of IMAGE_FILE once uploaded; a refused
+    upload is still submitted (as upload:sha256:<hex>) and ends FAILED IMAGE_REJECTED."""
+    if (image is None) == (image_file is None):
+        fail("give exactly one of --image and --image-file")
+    if image_file is None:
+        return str(image)
+    from scorer.cli_images import upload_file
+
+    try:
+        reply = upload_file(client, image_file, image_file.name, quiet=quiet)
+    except ClientError as exc:
+        if (
+            exc.code is None
+            or exc.code.name != "INVALID_ARGUMENT"
+            or "image rejected" not in str(exc)
+        ):
+            fail(f"upload failed: {exc}")
+        click.echo(f"upload refused: {exc}", err=True)
+        return f"upload:sha256:{file_sha256(image_file)[1]}"
+    click.echo(f"uploaded {image_file.name} as {reply.image_digest}", err=True)
+    return str(reply.image_digest)
+
+
 @click.command()
-@click.option("--image", required=True, help="A tag or id in the service's engine.")
+@click.option("--image", help="A tag or id in the service's engine.")
+@click.option(
+    "--image-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A `docker save` tarball (.tar, .tar.gz, .tar.zst) to upload first.",
+)
 @click.option("--benchmark", "benchmark_name", required=True)
 @click.option("--team", required=True)
 @click.option("--submission-id", default=None, help="Idempotency key (default: a new random one).")
@@ -57,15 +86,17 @@ def _exit_for(ev: pb.Evaluation) -> None:
 @click.pass_context
 def submit(
     ctx: click.Context,
-    image: str,
+    image: str | None,
+    image_file: Path | None,
     benchmark_name: str,
     team: str,
     submission_id: str | None,
     wait: bool,
     as_json: bool,
 ) -> None:
-    """Submit IMAGE (pinned to its digest at submission) to a benchmark."""
+    """Submit IMAGE (pinned to its digest at submission), or upload IMAGE_FILE and submit it."""
     with client_of(ctx) as client:
+        image = _image_of(client, image, image_file, as_json)
         reply = call(
             client,
             client.evaluations.SubmitEvaluation,

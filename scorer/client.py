@@ -3,8 +3,10 @@ words."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +16,7 @@ from scorer.v1 import scorer_pb2 as pb
 from scorer.v1 import scorer_pb2_grpc as pb_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
 class ClientError(Exception):
@@ -70,10 +73,45 @@ class Client:
     def get(self, evaluation_id: str) -> pb.Evaluation:
         return self.call(self.evaluations.GetEvaluation, pb.GetEvaluationRequest(id=evaluation_id))  # type: ignore[no-any-return]
 
+    def upload_image(
+        self,
+        path: Path,
+        *,
+        name: str = "",
+        on_bytes: Callable[[int], None] | None = None,
+        timeout_s: float = 24 * 3600,
+    ) -> pb.UploadImageResponse:
+        """Stream a `docker save` tarball (.tar, .gz, .zst): hashed first, sent in 1 MiB chunks."""
+        size, sha256 = file_sha256(path)
+        meta = pb.UploadImageMetadata(
+            declared_size_bytes=size, sha256=sha256, name=name or path.name
+        )
+
+        def messages() -> Iterator[pb.UploadImageRequest]:
+            yield pb.UploadImageRequest(metadata=meta)
+            with path.open("rb") as src:
+                while chunk := src.read(UPLOAD_CHUNK_BYTES):
+                    yield pb.UploadImageRequest(chunk=chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+
+        return self.call(self.evaluations.UploadImage, messages(), timeout_s=timeout_s)  # type: ignore[no-any-return]
+
     def watch(self, evaluation_id: str) -> Iterator[pb.EvaluationEvent]:
         return self.stream(
             self.evaluations.WatchEvaluation, pb.WatchEvaluationRequest(id=evaluation_id)
         )
+
+
+def file_sha256(path: Path) -> tuple[int, str]:
+    """(size in bytes, hex sha256) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as src:
+        while chunk := src.read(UPLOAD_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _client_error(exc: grpc.RpcError, address: str) -> ClientError:

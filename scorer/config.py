@@ -45,6 +45,12 @@ class ServiceConfig:
     dataset_verify_interval_s: float = 24 * 3600.0
     sandbox: SandboxDefaults = field(default_factory=SandboxDefaults)
     self_test: bool = True
+    # Image intake (UploadImage): caps checked as the bytes arrive, and the disk budget of the
+    # images this service loaded (least recently used ones not needed by an evaluation go first).
+    upload_max_bytes: int = 20 * 1024**3  # bytes on the wire (compressed or not)
+    image_max_uncompressed_bytes: int = 40 * 1024**3  # the tar, and its layers' contents
+    image_max_layers: int = 127
+    image_store_bytes: int = 100 * 1024**3
 
     @property
     def db_path(self) -> Path:
@@ -58,8 +64,13 @@ class ServiceConfig:
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
 
+    @property
+    def uploads_dir(self) -> Path:
+        return self.state_dir / "uploads"
+
 
 _SIZE_KEYS = {"tmp_bytes", "output_bytes", "shm_bytes", "log_bytes"}
+_TOP_SIZE_KEYS = {"upload_max_bytes", "image_max_uncompressed_bytes", "image_store_bytes"}
 
 
 def load_config(path: Path | None, **overrides: Any) -> ServiceConfig:
@@ -86,6 +97,8 @@ def load_config(path: Path | None, **overrides: Any) -> ServiceConfig:
     values: dict[str, Any] = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
     if "state_dir" in values:
         values["state_dir"] = Path(values["state_dir"]).expanduser()
+    for key in _TOP_SIZE_KEYS & set(values):
+        values[key] = parse_size(values[key])
     if "gpus" in values:
         values["gpus"] = tuple(int(g) for g in values["gpus"])
     config = replace(ServiceConfig(sandbox=sandbox), **values)
@@ -100,6 +113,10 @@ def _check(config: ServiceConfig) -> None:
         raise ValueError(f"gpu_mode must be devices or toolkit, not {config.gpu_mode!r}")
     if config.cpu_slots < 1:
         raise ValueError("cpu_slots must be at least 1")
+    if min(config.upload_max_bytes, config.image_max_uncompressed_bytes) < 1024**2:
+        raise ValueError("upload_max_bytes and image_max_uncompressed_bytes must be at least 1m")
+    if config.image_max_layers < 1:
+        raise ValueError("image_max_layers must be at least 1")
     if config.max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     if config.gpus is not None and (

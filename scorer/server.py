@@ -23,7 +23,9 @@ from scorer.errors import (
     ResourceExhaustedError,
     ScorerError,
 )
+from scorer.intake import UploadResult, UploadSpec
 from scorer.service import Service, SubmitRequest
+from scorer.store_images import ImageRecord
 from scorer.v1 import scorer_pb2 as pb
 from scorer.v1 import scorer_pb2_grpc as pb_grpc
 
@@ -67,9 +69,70 @@ def _loopback_only(context: grpc.ServicerContext) -> None:
         raise PermissionDeniedError("admin calls are accepted from loopback only")
 
 
+def _chunks(requests: Iterator[pb.UploadImageRequest]) -> Iterator[bytes]:
+    for message in requests:
+        if message.WhichOneof("kind") != "chunk":
+            raise InvalidArgumentError("only the first message may carry metadata")
+        yield message.chunk
+
+
+def _upload_response(result: UploadResult) -> pb.UploadImageResponse:
+    r = result.report
+    return pb.UploadImageResponse(
+        image_digest=result.digest,
+        name=result.name,
+        already_present=result.already_present,
+        tarball_sha256=result.tarball_sha256,
+        compression=result.compression.value,
+        report=pb.ImageReport(
+            user=r.user,
+            entrypoint=r.entrypoint,
+            cmd=r.cmd,
+            env=r.env,
+            exposed_ports=r.exposed_ports,
+            volumes=r.volumes,
+            layers=r.layers,
+            uncompressed_bytes=r.uncompressed_bytes,
+            architecture=r.architecture,
+            os=r.os,
+        ),
+    )
+
+
+def _image(record: ImageRecord) -> pb.Image:
+    return pb.Image(
+        digest=record.digest,
+        name=record.name,
+        size_bytes=record.size_bytes,
+        pinned=record.pinned,
+        managed=record.managed,
+        uploaded_at=convert.timestamp(record.uploaded_at),
+        last_used_at=convert.timestamp(record.last_used_at),
+    )
+
+
 class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
     def __init__(self, service: Service) -> None:
         self._service = service
+
+    def UploadImage(
+        self, request_iterator: Iterator[pb.UploadImageRequest], context: grpc.ServicerContext
+    ) -> Any:
+        try:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("kind") != "metadata":
+                raise InvalidArgumentError("the first message must carry the upload's metadata")
+            meta = first.metadata
+            spec = UploadSpec(
+                declared_size_bytes=meta.declared_size_bytes, sha256=meta.sha256, name=meta.name
+            )
+            return _upload_response(self._service.intake.upload(spec, _chunks(request_iterator)))
+        except ScorerError as exc:
+            _abort(context, exc)
+        except grpc.RpcError:
+            # The client went away mid-stream; the spool is already gone.
+            log.info("image_upload_aborted", peer=context.peer())
+        return None
 
     @mapped
     def SubmitEvaluation(self, request: pb.SubmitEvaluationRequest, context: Any) -> Any:
@@ -165,6 +228,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             raise InvalidArgumentError("limits must not be negative")
         bench = self._service.add_benchmark(convert.benchmark_from_request(request))
         return convert.benchmark(bench)
+
+    @mapped
+    def PinImage(self, request: pb.PinImageRequest, context: Any) -> Any:
+        _loopback_only(context)
+        return _image(self._service.intake.pin(request.digest, request.pinned))
+
+    @mapped
+    def ListImages(self, request: pb.ListImagesRequest, context: Any) -> Any:
+        _loopback_only(context)
+        return pb.ListImagesResponse(images=[_image(r) for r in self._service.store.images_lru()])
 
 
 class AuditServicer(pb_grpc.AuditServiceServicer):

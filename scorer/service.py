@@ -3,6 +3,7 @@ and the FIFO scheduler that hands out CPU slots and whole GPUs exclusively."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
@@ -16,6 +17,7 @@ import structlog
 
 from sandbox import ExecutorError, GpuAssignment, ImageNotFoundError
 from sandbox.executor import Executor
+from sandbox.image_store import DockerImageStore, ImageStore
 from scorer.config import ServiceConfig
 from scorer.core.lifecycle import TERMINAL, FailureReason, State
 from scorer.core.manifest import DatasetError, Manifest
@@ -27,6 +29,7 @@ from scorer.errors import (
     NotFoundError,
 )
 from scorer.gpus import GpuInfo
+from scorer.intake import REJECTED_PREFIX, ImageIntake
 from scorer.models import Benchmark, DatasetRecord, Evaluation, Event
 from scorer.receipts import Signer
 from scorer.runner import AttemptRunner, Cancelled, CancelToken, InfrastructureError
@@ -58,9 +61,12 @@ class Service:
         signer: Signer,
         telemetry: Telemetry,
         gpus: Sequence[GpuInfo] | None = None,
+        images: ImageStore | None = None,
     ) -> None:
         """`gpus`: the discovered GPUs to hand out (with their UUIDs); None: config.gpus' indices
-        as they are, with no UUIDs and no GPU facts (tests, and hosts that skip discovery)."""
+        as they are, with no UUIDs and no GPU facts (tests, and hosts that skip discovery).
+        `images`: where uploads are loaded; None: the local Docker engine (connected on first use).
+        """
         self.config = config
         self.store = store
         self.executor = executor
@@ -79,6 +85,9 @@ class Service:
             telemetry=telemetry,
             instance_id=self.instance_id,
             gpu_inventory=self._gpu_info,
+        )
+        self.intake = ImageIntake(
+            config=config, store=store, images=images or DockerImageStore(), telemetry=telemetry
         )
         self._lock = threading.Lock()
         self._tokens: dict[str, CancelToken] = {}
@@ -122,6 +131,7 @@ class Service:
         for ev in interrupted:
             self._retry_or_fail(ev, "the service restarted while the evaluation ran")
         shutil.rmtree(self.config.runs_dir, ignore_errors=True)
+        self.intake.clear_partial_uploads()
         log.info("recovered", reaped_containers=reaped, interrupted=len(interrupted))
 
     # --- admin ---------------------------------------------------------------------------------
@@ -227,6 +237,8 @@ class Service:
         bench = self.store.get_benchmark(req.benchmark)
         if bench is None:
             raise NotFoundError(f"no benchmark named {req.benchmark}")
+        if req.image.startswith(REJECTED_PREFIX):
+            return self._submit_rejected(req, bench)
         try:
             info = self.executor.resolve_image(req.image)
         except ImageNotFoundError:
@@ -253,6 +265,7 @@ class Service:
         stored, created = self.store.create_evaluation(ev)
         if not created:
             return self._replay(stored, req)
+        self.store.touch_image(info.id)
         self.telemetry.submitted.inc()
         log.info(
             "evaluation_submitted",
@@ -262,6 +275,44 @@ class Service:
             image_digest=info.id,
         )
         return stored, True
+
+    def _submit_rejected(self, req: SubmitRequest, bench: Benchmark) -> tuple[Evaluation, bool]:
+        """An upload that was refused: the evaluation exists, and ends IMAGE_REJECTED at once,
+        attested by a receipt whose subject digest is the tarball's sha256 (there is no image)."""
+        reason = self.intake.rejection(req.image)
+        if reason is None:
+            raise NotFoundError(f"no refused upload {req.image.removeprefix('upload:')}")
+        ev = Evaluation(
+            id=f"ev_{uuid.uuid4().hex}",
+            seq=0,
+            submission_id=req.submission_id,
+            team=req.team,
+            benchmark=bench.name,
+            image_ref=req.image,
+            image_digest=req.image.removeprefix("upload:"),
+            state=State.QUEUED,
+            gpus=bench.limits.gpus,
+            limits=bench.definition(),
+            created_at=now(),
+            updated_at=now(),
+            status_message="the uploaded image was rejected",
+        )
+        # Under the scheduler's lock, so it never picks this evaluation up in between.
+        with self._lock:
+            stored, created = self.store.create_evaluation(ev)
+            if not created:
+                return self._replay(stored, req)
+            self.store.transition(
+                ev.id, State.QUEUED, State.PREPARING, new_attempt=True, message="image rejected"
+            )
+        self.telemetry.submitted.inc()
+        with contextlib.suppress(Cancelled):  # cancelled in between: nothing left to do
+            # The runner's own "failed before anything ran" path, so the receipt is the same kind.
+            self._runner._fail(self.get(ev.id), FailureReason.IMAGE_REJECTED, reason, sealed=True)
+        final = self.get(ev.id)
+        self.telemetry.observe_finished(final.state.value, "IMAGE_REJECTED", 0.0)
+        log.info("evaluation_submitted", evaluation_id=ev.id, team=req.team, rejected=reason)
+        return final, True
 
     @staticmethod
     def _replay(existing: Evaluation, req: SubmitRequest) -> tuple[Evaluation, bool]:
@@ -398,6 +449,11 @@ class Service:
 
     def _run(self, ev: Evaluation, gpus: GpuAssignment, token: CancelToken) -> None:
         try:
+            self.store.touch_image(ev.image_digest)
+            try:
+                self.intake.evict()
+            except Exception:  # eviction must never stop a run
+                log.exception("image_eviction_crashed")
             self._attempt(ev, gpus, token)
         finally:
             with self._lock:

@@ -26,6 +26,7 @@ from scorer.models import (
     Event,
     MissingPolicy,
 )
+from scorer.store_images import IMAGE_SCHEMA, ImageRecords
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,7 +78,7 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True)
 
 
-class SqliteJobStore:
+class SqliteJobStore(ImageRecords):
     """One connection guarded by a lock: simple, and SQLite serialises writers anyway."""
 
     def __init__(self, path: Path) -> None:
@@ -93,6 +94,7 @@ class SqliteJobStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
+            self._db.executescript(IMAGE_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

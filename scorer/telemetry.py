@@ -71,6 +71,23 @@ class Telemetry:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5),
             registry=r,
         )
+        self.image_uploads = Counter(
+            "scorer_image_uploads",
+            "UploadImage calls by outcome (loaded, already_present, rejected, too_large, invalid,"
+            " aborted, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.images_evicted = Counter(
+            "scorer_images_evicted",
+            "Uploaded images removed from the engine to keep within the image store budget.",
+            registry=r,
+        )
+        self.image_store_bytes = Gauge(
+            "scorer_image_store_bytes",
+            "Bytes of the images this service loaded and may evict.",
+            registry=r,
+        )
         info = Gauge("scorer_build_info", "Always 1; the version label.", ["version"], registry=r)
         info.labels(version=__version__).set(1)
 

@@ -323,7 +323,10 @@ class SubmitEvaluationRequest(_message.Message):
     benchmark: _builtins.str
     team: _builtins.str
     image: _builtins.str
-    """a tag or id known to the service's engine"""
+    """A tag or id known to the service's engine, the image_digest UploadImage answered, or
+    "upload:sha256:<tarball hex>" naming an upload that was refused (the evaluation then ends
+    FAILED IMAGE_REJECTED with the refusal's reason).
+    """
     def __init__(
         self,
         *,
@@ -582,6 +585,155 @@ class ListBenchmarksResponse(_message.Message):
 Global___ListBenchmarksResponse: _TypeAlias = ListBenchmarksResponse  # noqa: Y015
 
 @_typing.final
+class UploadImageMetadata(_message.Message):
+    """Image intake: the first message carries the metadata, every later one a chunk of the tarball
+    (`docker save` output, plain, gzip or zstd; the compression is recognised from its first bytes).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECLARED_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    declared_size_bytes: _builtins.int
+    """bytes that will be sent, exactly"""
+    sha256: _builtins.str
+    """lowercase hex sha256 of those bytes"""
+    name: _builtins.str
+    """the caller's name for the image (kept for display only)"""
+    def __init__(
+        self,
+        *,
+        declared_size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["declared_size_bytes", b"declared_size_bytes", "name", b"name", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadImageMetadata: _TypeAlias = UploadImageMetadata  # noqa: Y015
+
+@_typing.final
+class UploadImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METADATA_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def metadata(self) -> Global___UploadImageMetadata: ...
+    def __init__(
+        self,
+        *,
+        metadata: Global___UploadImageMetadata | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["metadata", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___UploadImageRequest: _TypeAlias = UploadImageRequest  # noqa: Y015
+
+@_typing.final
+class ImageReport(_message.Message):
+    """What the image declares, read from the tarball before it was loaded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    ENTRYPOINT_FIELD_NUMBER: _builtins.int
+    CMD_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    EXPOSED_PORTS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    LAYERS_FIELD_NUMBER: _builtins.int
+    UNCOMPRESSED_BYTES_FIELD_NUMBER: _builtins.int
+    ARCHITECTURE_FIELD_NUMBER: _builtins.int
+    OS_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    layers: _builtins.int
+    uncompressed_bytes: _builtins.int
+    """the layers' contents, unpacked"""
+    architecture: _builtins.str
+    os: _builtins.str
+    @_builtins.property
+    def entrypoint(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def exposed_ports(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        entrypoint: _abc.Iterable[_builtins.str] | None = ...,
+        cmd: _abc.Iterable[_builtins.str] | None = ...,
+        env: _abc.Iterable[_builtins.str] | None = ...,
+        exposed_ports: _abc.Iterable[_builtins.str] | None = ...,
+        volumes: _abc.Iterable[_builtins.str] | None = ...,
+        layers: _builtins.int = ...,
+        uncompressed_bytes: _builtins.int = ...,
+        architecture: _builtins.str = ...,
+        os: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "cmd", b"cmd", "entrypoint", b"entrypoint", "env", b"env", "exposed_ports", b"exposed_ports", "layers", b"layers", "os", b"os", "uncompressed_bytes", b"uncompressed_bytes", "user", b"user", "volumes", b"volumes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageReport: _TypeAlias = ImageReport  # noqa: Y015
+
+@_typing.final
+class UploadImageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_DIGEST_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    ALREADY_PRESENT_FIELD_NUMBER: _builtins.int
+    TARBALL_SHA256_FIELD_NUMBER: _builtins.int
+    COMPRESSION_FIELD_NUMBER: _builtins.int
+    image_digest: _builtins.str
+    """"sha256:<hex>": the image id; submit with it"""
+    name: _builtins.str
+    already_present: _builtins.bool
+    """the engine had it: no second load"""
+    tarball_sha256: _builtins.str
+    compression: _builtins.str
+    """none, gzip or zstd"""
+    @_builtins.property
+    def report(self) -> Global___ImageReport: ...
+    def __init__(
+        self,
+        *,
+        image_digest: _builtins.str = ...,
+        name: _builtins.str = ...,
+        report: Global___ImageReport | None = ...,
+        already_present: _builtins.bool = ...,
+        tarball_sha256: _builtins.str = ...,
+        compression: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_present", b"already_present", "compression", b"compression", "image_digest", b"image_digest", "name", b"name", "report", b"report", "tarball_sha256", b"tarball_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadImageResponse: _TypeAlias = UploadImageResponse  # noqa: Y015
+
+@_typing.final
 class DatasetFile(_message.Message):
     """Organizer role. Served on loopback only until authentication lands."""
 
@@ -832,3 +984,102 @@ class RevealRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevealRequest: _TypeAlias = RevealRequest  # noqa: Y015
+
+@_typing.final
+class Image(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    MANAGED_FIELD_NUMBER: _builtins.int
+    UPLOADED_AT_FIELD_NUMBER: _builtins.int
+    LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    digest: _builtins.str
+    name: _builtins.str
+    size_bytes: _builtins.int
+    pinned: _builtins.bool
+    """never evicted"""
+    managed: _builtins.bool
+    """loaded by this service (only those are ever evicted)"""
+    @_builtins.property
+    def uploaded_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_used_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        digest: _builtins.str = ...,
+        name: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        pinned: _builtins.bool = ...,
+        managed: _builtins.bool = ...,
+        uploaded_at: _timestamp_pb2.Timestamp | None = ...,
+        last_used_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_used_at", b"last_used_at", "uploaded_at", b"uploaded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "last_used_at", b"last_used_at", "managed", b"managed", "name", b"name", "pinned", b"pinned", "size_bytes", b"size_bytes", "uploaded_at", b"uploaded_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Image: _TypeAlias = Image  # noqa: Y015
+
+@_typing.final
+class PinImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    digest: _builtins.str
+    pinned: _builtins.bool
+    """false unpins"""
+    def __init__(
+        self,
+        *,
+        digest: _builtins.str = ...,
+        pinned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "pinned", b"pinned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PinImageRequest: _TypeAlias = PinImageRequest  # noqa: Y015
+
+@_typing.final
+class ListImagesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImagesRequest: _TypeAlias = ListImagesRequest  # noqa: Y015
+
+@_typing.final
+class ListImagesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]: ...
+    def __init__(
+        self,
+        *,
+        images: _abc.Iterable[Global___Image] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImagesResponse: _TypeAlias = ListImagesResponse  # noqa: Y015

@@ -34,6 +34,11 @@ class EvaluationServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.UploadImage = channel.stream_unary(
+                '/scorer.v1.EvaluationService/UploadImage',
+                request_serializer=scorer_dot_v1_dot_scorer__pb2.UploadImageRequest.SerializeToString,
+                response_deserializer=scorer_dot_v1_dot_scorer__pb2.UploadImageResponse.FromString,
+                _registered_method=True)
         self.SubmitEvaluation = channel.unary_unary(
                 '/scorer.v1.EvaluationService/SubmitEvaluation',
                 request_serializer=scorer_dot_v1_dot_scorer__pb2.SubmitEvaluationRequest.SerializeToString,
@@ -68,6 +73,12 @@ class EvaluationServiceStub:
 
 class EvaluationServiceServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def UploadImage(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def SubmitEvaluation(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -108,6 +119,11 @@ class EvaluationServiceServicer:
 
 def add_EvaluationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'UploadImage': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadImage,
+                    request_deserializer=scorer_dot_v1_dot_scorer__pb2.UploadImageRequest.FromString,
+                    response_serializer=scorer_dot_v1_dot_scorer__pb2.UploadImageResponse.SerializeToString,
+            ),
             'SubmitEvaluation': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitEvaluation,
                     request_deserializer=scorer_dot_v1_dot_scorer__pb2.SubmitEvaluationRequest.FromString,
@@ -148,6 +164,33 @@ def add_EvaluationServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class EvaluationService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def UploadImage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/scorer.v1.EvaluationService/UploadImage',
+            scorer_dot_v1_dot_scorer__pb2.UploadImageRequest.SerializeToString,
+            scorer_dot_v1_dot_scorer__pb2.UploadImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def SubmitEvaluation(request,
@@ -336,6 +379,16 @@ class AdminServiceStub:
                 request_serializer=scorer_dot_v1_dot_scorer__pb2.AddBenchmarkRequest.SerializeToString,
                 response_deserializer=scorer_dot_v1_dot_scorer__pb2.Benchmark.FromString,
                 _registered_method=True)
+        self.PinImage = channel.unary_unary(
+                '/scorer.v1.AdminService/PinImage',
+                request_serializer=scorer_dot_v1_dot_scorer__pb2.PinImageRequest.SerializeToString,
+                response_deserializer=scorer_dot_v1_dot_scorer__pb2.Image.FromString,
+                _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/scorer.v1.AdminService/ListImages',
+                request_serializer=scorer_dot_v1_dot_scorer__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=scorer_dot_v1_dot_scorer__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -359,6 +412,18 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PinImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -376,6 +441,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.AddBenchmark,
                     request_deserializer=scorer_dot_v1_dot_scorer__pb2.AddBenchmarkRequest.FromString,
                     response_serializer=scorer_dot_v1_dot_scorer__pb2.Benchmark.SerializeToString,
+            ),
+            'PinImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinImage,
+                    request_deserializer=scorer_dot_v1_dot_scorer__pb2.PinImageRequest.FromString,
+                    response_serializer=scorer_dot_v1_dot_scorer__pb2.Image.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=scorer_dot_v1_dot_scorer__pb2.ListImagesRequest.FromString,
+                    response_serializer=scorer_dot_v1_dot_scorer__pb2.ListImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -459,6 +534,60 @@ class AdminService:
             '/scorer.v1.AdminService/AddBenchmark',
             scorer_dot_v1_dot_scorer__pb2.AddBenchmarkRequest.SerializeToString,
             scorer_dot_v1_dot_scorer__pb2.Benchmark.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scorer.v1.AdminService/PinImage',
+            scorer_dot_v1_dot_scorer__pb2.PinImageRequest.SerializeToString,
+            scorer_dot_v1_dot_scorer__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scorer.v1.AdminService/ListImages',
+            scorer_dot_v1_dot_scorer__pb2.ListImagesRequest.SerializeToString,
+            scorer_dot_v1_dot_scorer__pb2.ListImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,6 +31,7 @@ class EvaluationServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EvaluationServiceAsyncStub: ...
+    UploadImage: _grpc.StreamUnaryMultiCallable[_scorer_pb2.UploadImageRequest, _scorer_pb2.UploadImageResponse]
     SubmitEvaluation: _grpc.UnaryUnaryMultiCallable[_scorer_pb2.SubmitEvaluationRequest, _scorer_pb2.SubmitEvaluationResponse]
     GetEvaluation: _grpc.UnaryUnaryMultiCallable[_scorer_pb2.GetEvaluationRequest, _scorer_pb2.Evaluation]
     ListEvaluations: _grpc.UnaryUnaryMultiCallable[_scorer_pb2.ListEvaluationsRequest, _scorer_pb2.ListEvaluationsResponse]
@@ -41,6 +42,7 @@ class EvaluationServiceStub:
 @_typing.type_check_only
 class EvaluationServiceAsyncStub(EvaluationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
+    UploadImage: _aio.StreamUnaryMultiCallable[_scorer_pb2.UploadImageRequest, _scorer_pb2.UploadImageResponse]  # type: ignore[assignment]
     SubmitEvaluation: _aio.UnaryUnaryMultiCallable[_scorer_pb2.SubmitEvaluationRequest, _scorer_pb2.SubmitEvaluationResponse]  # type: ignore[assignment]
     GetEvaluation: _aio.UnaryUnaryMultiCallable[_scorer_pb2.GetEvaluationRequest, _scorer_pb2.Evaluation]  # type: ignore[assignment]
     ListEvaluations: _aio.UnaryUnaryMultiCallable[_scorer_pb2.ListEvaluationsRequest, _scorer_pb2.ListEvaluationsResponse]  # type: ignore[assignment]
@@ -49,6 +51,13 @@ class EvaluationServiceAsyncStub(EvaluationServiceStub):
     ListBenchmarks: _aio.UnaryUnaryMultiCallable[_scorer_pb2.ListBenchmarksRequest, _scorer_pb2.ListBenchmarksResponse]  # type: ignore[assignment]
 
 class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def UploadImage(
+        self,
+        request_iterator: _MaybeAsyncIterator[_scorer_pb2.UploadImageRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_scorer_pb2.UploadImageResponse, _abc.Awaitable[_scorer_pb2.UploadImageResponse]]: ...
+
     @_abc_1.abstractmethod
     def SubmitEvaluation(
         self,
@@ -101,6 +110,8 @@ class AdminServiceStub:
     AddDataset: _grpc.UnaryUnaryMultiCallable[_scorer_pb2.AddDatasetRequest, _scorer_pb2.Dataset]
     VerifyDataset: _grpc.UnaryUnaryMultiCallable[_scorer_pb2.VerifyDatasetRequest, _scorer_pb2.VerifyDatasetResponse]
     AddBenchmark: _grpc.UnaryUnaryMultiCallable[_scorer_pb2.AddBenchmarkRequest, _scorer_pb2.Benchmark]
+    PinImage: _grpc.UnaryUnaryMultiCallable[_scorer_pb2.PinImageRequest, _scorer_pb2.Image]
+    ListImages: _grpc.UnaryUnaryMultiCallable[_scorer_pb2.ListImagesRequest, _scorer_pb2.ListImagesResponse]
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -108,6 +119,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     AddDataset: _aio.UnaryUnaryMultiCallable[_scorer_pb2.AddDatasetRequest, _scorer_pb2.Dataset]  # type: ignore[assignment]
     VerifyDataset: _aio.UnaryUnaryMultiCallable[_scorer_pb2.VerifyDatasetRequest, _scorer_pb2.VerifyDatasetResponse]  # type: ignore[assignment]
     AddBenchmark: _aio.UnaryUnaryMultiCallable[_scorer_pb2.AddBenchmarkRequest, _scorer_pb2.Benchmark]  # type: ignore[assignment]
+    PinImage: _aio.UnaryUnaryMultiCallable[_scorer_pb2.PinImageRequest, _scorer_pb2.Image]  # type: ignore[assignment]
+    ListImages: _aio.UnaryUnaryMultiCallable[_scorer_pb2.ListImagesRequest, _scorer_pb2.ListImagesResponse]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -130,6 +143,20 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _scorer_pb2.AddBenchmarkRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scorer_pb2.Benchmark, _abc.Awaitable[_scorer_pb2.Benchmark]]: ...
+
+    @_abc_1.abstractmethod
+    def PinImage(
+        self,
+        request: _scorer_pb2.PinImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scorer_pb2.Image, _abc.Awaitable[_scorer_pb2.Image]]: ...
+
+    @_abc_1.abstractmethod
+    def ListImages(
+        self,
+        request: _scorer_pb2.ListImagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scorer_pb2.ListImagesResponse, _abc.Awaitable[_scorer_pb2.ListImagesResponse]]: ...
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
