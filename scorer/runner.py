@@ -107,7 +107,7 @@ class AttemptRunner:
         problems = [dataset.problem] if dataset.problem else self._quick_check(dataset, manifest)
         if problems:
             bound.error("dataset_integrity_failed", dataset=dataset.name, problems=problems[:20])
-            self._fail(
+            self.fail_before_run(
                 ev,
                 FailureReason.DATASET_INTEGRITY,
                 failure_message(FailureReason.DATASET_INTEGRITY),
@@ -117,7 +117,7 @@ class AttemptRunner:
         rejected = self._check_image(ev)
         if rejected:
             bound.warning("image_rejected", detail=rejected)
-            self._fail(ev, FailureReason.IMAGE_REJECTED, rejected, sealed=True)
+            self.fail_before_run(ev, FailureReason.IMAGE_REJECTED, rejected, sealed=True)
             return None
         run_dir = self._config.runs_dir / ev.id / str(ev.attempts)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -355,7 +355,9 @@ class AttemptRunner:
             raise Cancelled
         bound.info("evaluation_sealed", state=dst.value, keyid=self._signer.keyid[:16])
 
-    def _fail(self, ev: Evaluation, reason: FailureReason, message: str, *, sealed: bool) -> None:
+    def fail_before_run(
+        self, ev: Evaluation, reason: FailureReason, message: str, *, sealed: bool
+    ) -> None:
         """End ev FAILED before anything ran; participant reasons are attested by a receipt."""
         receipt = None
         if sealed:

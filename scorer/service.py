@@ -308,7 +308,9 @@ class Service:
         self.telemetry.submitted.inc()
         with contextlib.suppress(Cancelled):  # cancelled in between: nothing left to do
             # The runner's own "failed before anything ran" path, so the receipt is the same kind.
-            self._runner._fail(self.get(ev.id), FailureReason.IMAGE_REJECTED, reason, sealed=True)
+            self._runner.fail_before_run(
+                self.get(ev.id), FailureReason.IMAGE_REJECTED, reason, sealed=True
+            )
         final = self.get(ev.id)
         self.telemetry.observe_finished(final.state.value, "IMAGE_REJECTED", 0.0)
         log.info("evaluation_submitted", evaluation_id=ev.id, team=req.team, rejected=reason)
