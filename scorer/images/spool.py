@@ -10,9 +10,11 @@ import enum
 import gzip
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -49,6 +51,42 @@ class Spooled:
     tar_bytes: int
 
 
+class _Worker:
+    """Feeds chunks to `fn` on its own thread, so receiving, hashing and writing overlap.
+
+    hashlib and file writes release the GIL on large buffers; the queue is bounded (a few 1 MiB
+    chunks), so memory stays flat. After an error the worker keeps draining, so `put` never
+    blocks forever, and the error is raised to the receiving thread.
+    """
+
+    def __init__(self, fn: Callable[[bytes], object], depth: int = 4) -> None:
+        self._fn = fn
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._fn(item)
+                except BaseException as exc:  # handed to the receiving thread in put/close
+                    self._error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class _Received:
     """The chunk stream as a file: counts and hashes what was sent, within the declared size."""
 
@@ -57,7 +95,15 @@ class _Received:
         self._pending = b""
         self.declared = declared
         self.count = 0
-        self.hash = hashlib.sha256()
+        self._hash = hashlib.sha256()
+        self._hasher = _Worker(self._hash.update)
+
+    def hexdigest(self) -> str:
+        self._hasher.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        self._hasher.close()
 
     def peek(self, n: int) -> bytes:
         while len(self._pending) < n:
@@ -75,7 +121,7 @@ class _Received:
                     raise SpoolError(
                         SpoolProblem.INVALID, "the upload sent more bytes than it declared"
                     )
-                self.hash.update(chunk)
+                self._hasher.put(chunk)
                 return chunk
         return b""
 
@@ -108,14 +154,18 @@ def _decompressed(received: _Received, compression: Compression) -> IO[bytes]:
 
 def _copy(source: IO[bytes], out: IO[bytes], max_tar_bytes: int) -> int:
     written = 0
-    while data := source.read(_READ_BYTES):
-        written += len(data)
-        if written > max_tar_bytes:
-            raise SpoolError(
-                SpoolProblem.TOO_LARGE,
-                f"the image tarball unpacks to more than {max_tar_bytes} bytes",
-            )
-        out.write(data)
+    writer = _Worker(out.write)
+    try:
+        while data := source.read(_READ_BYTES):
+            written += len(data)
+            if written > max_tar_bytes:
+                raise SpoolError(
+                    SpoolProblem.TOO_LARGE,
+                    f"the image tarball unpacks to more than {max_tar_bytes} bytes",
+                )
+            writer.put(data)
+    finally:
+        writer.close()
     return written
 
 
@@ -157,6 +207,8 @@ def spool(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    finally:
+        received.close()
     return Spooled(
         path=path, compression=compression, received_bytes=received.count, tar_bytes=written
     )
@@ -174,7 +226,7 @@ def _check_received(received: _Received, sha256_hex: str) -> None:
         raise SpoolError(SpoolProblem.INVALID, "the upload has data after its compressed stream")
     if received.count < received.declared:
         raise _truncated(received)
-    if received.hash.hexdigest() != sha256_hex:
+    if received.hexdigest() != sha256_hex:
         raise SpoolError(
             SpoolProblem.INVALID, "the upload's sha256 does not match the declared one"
         )
