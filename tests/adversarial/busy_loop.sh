@@ -1,0 +1,2 @@
+# Burns a CPU past the deadline.
+while :; do :; done

@@ -1,0 +1,2 @@
+# Never ends on its own.
+exec sleep 1000000
