@@ -80,9 +80,11 @@ class Client:
         name: str = "",
         on_bytes: Callable[[int], None] | None = None,
         timeout_s: float = 24 * 3600,
+        digest: tuple[int, str] | None = None,
     ) -> pb.UploadImageResponse:
-        """Stream a `docker save` tarball (.tar, .gz, .zst): hashed first, sent in 1 MiB chunks."""
-        size, sha256 = file_sha256(path)
+        """Stream a `docker save` tarball (.tar, .gz, .zst), hashed first unless `digest` gives
+        its (size, sha256) already, in chunks of UPLOAD_CHUNK_BYTES."""
+        size, sha256 = digest or file_sha256(path)
         meta = pb.UploadImageMetadata(
             declared_size_bytes=size, sha256=sha256, name=name or path.name
         )
