@@ -67,7 +67,7 @@ class Telemetry:
         )
         self.deadline_overrun = Histogram(
             "scorer_deadline_kill_overrun_seconds",
-            "How long after its time limit a timed-out run was found dead.",
+            "How long after its time limit a timed-out run was killed and collected.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5),
             registry=r,
         )
