@@ -13,10 +13,9 @@ from sandbox import ExecutorError, ImageNotFoundError, Limits, RunSpec
 from sandbox.docker_executor import DockerExecutor, DockerExecutorConfig
 from scorer.config import SandboxDefaults
 from scorer.core.judge import AppliedLimits, judge
-from scorer.core.lifecycle import OutputStatus, RunFacts
 from scorer.core.manifest import name_problem, sample_submission_csv
 from scorer.core.predictions import MissingPolicy
-from scorer.runner import wait_with_deadline
+from scorer.runner import facts_of, wait_with_deadline
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,13 +114,7 @@ def try_image(
         echo("--- your image's output (last lines) ---")
         echo(result.logs[-4000:].decode("utf-8", "replace").rstrip())
         echo("---")
-    facts = RunFacts(
-        timed_out=timed_out,
-        oom_killed=result.oom_killed,
-        exit_code=None if timed_out else result.exit_code,
-        output=OutputStatus(result.output_status.value),
-        output_full=result.output_full,
-    )
+    facts = facts_of(result, timed_out=timed_out)
     verdict = judge(
         facts,
         result.output,

@@ -248,13 +248,7 @@ class AttemptRunner:
             ev.id, State.RUNNING, State.SCORING, message="validating and scoring the predictions"
         ):
             raise Cancelled
-        facts = RunFacts(
-            timed_out=timed_out,
-            oom_killed=result.oom_killed,
-            exit_code=None if timed_out else result.exit_code,
-            output=OutputStatus(result.output_status.value),
-            output_full=result.output_full,
-        )
+        facts = facts_of(result, timed_out=timed_out)
         verdict = judge(
             facts,
             result.output,
@@ -399,6 +393,17 @@ def _usage(result: RunResult) -> dict[str, Any]:
     }
 
 
+def facts_of(result: RunResult, *, timed_out: bool) -> RunFacts:
+    """What the judge needs from a finished run; the service's deadline verdict wins."""
+    return RunFacts(
+        timed_out=timed_out,
+        oom_killed=result.oom_killed,
+        exit_code=None if timed_out else result.exit_code,
+        output=OutputStatus(result.output_status.value),
+        output_full=result.output_full,
+    )
+
+
 def wait_with_deadline(
     executor: Executor, handle: str, deadline: float, cancelled: Callable[[], bool]
 ) -> bool:
@@ -418,4 +423,11 @@ def wait_with_deadline(
             return False
 
 
-__all__ = ["AttemptRunner", "CancelToken", "Cancelled", "InfrastructureError", "wait_with_deadline"]
+__all__ = [
+    "AttemptRunner",
+    "CancelToken",
+    "Cancelled",
+    "InfrastructureError",
+    "facts_of",
+    "wait_with_deadline",
+]
