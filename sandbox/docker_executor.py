@@ -50,6 +50,9 @@ __all__ = ["DockerExecutor", "DockerExecutorConfig", "GpuMode"]
 _GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
 _KILL_WAIT_S = 30.0
 
+_LOG_SETTLE_BYTES = 64 * 1024  # below this, the engine's log copier is never behind in practice
+_LOG_SETTLE_TRIES = 10
+
 
 @dataclass(slots=True)
 class _Run:
@@ -324,14 +327,32 @@ class DockerExecutor:
             return self.client.api.inspect_container(handle), killed
 
     def _logs(self, handle: str, cap: int) -> bytes:
-        """The last `cap` bytes of stdout+stderr; the json-file's max-size bounds what is read."""
+        """The last `cap` bytes of stdout+stderr; the json-file's max-size bounds what is read.
+
+        Docker 20.10 can report a chatty container as exited before its log copier has written
+        the last lines, so a large log is read again until its tail stops changing (bounded).
+        """
+        tail, total = self._read_logs(handle, cap)
+        for _ in range(_LOG_SETTLE_TRIES):
+            if total < _LOG_SETTLE_BYTES:
+                break
+            time.sleep(0.2)
+            again, total = self._read_logs(handle, cap)
+            if again == tail:
+                break
+            tail = again
+        return tail
+
+    def _read_logs(self, handle: str, cap: int) -> tuple[bytes, int]:
         tail = bytearray()
+        total = 0
         with engine_errors("read the container's logs"):
             for chunk in self.client.api.logs(handle, stream=True, follow=False):
+                total += len(chunk)
                 tail += chunk
                 if len(tail) > cap:
                     del tail[: len(tail) - cap]
-        return bytes(tail)
+        return bytes(tail), total
 
     def _remove(self, handle: str) -> None:
         try:
