@@ -9,7 +9,6 @@ import json
 import re
 import secrets
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -76,23 +75,8 @@ class RuntimeService(ServiceProcess):
             self.port, self.metrics_port = ports
             self.address = f"127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 120) -> None:
-        command = [
-            sys.executable, "-m", "scorer", "serve", "--config", str(self.config),
-            "--listen", self.address, "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
-            "--state-dir", str(self.state_dir), "--runtime", self.runtime,
-        ]  # fmt: skip
-        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        with Client(self.address) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"scorer serve exited:\n{self.log_path.read_text()}")
-                if client.serving():
-                    return
-                time.sleep(0.2)
-        raise AssertionError(f"scorer serve never became healthy:\n{self.log_path.read_text()}")
+    def command(self) -> list[str]:
+        return [*super().command(), "--config", str(self.config), "--runtime", self.runtime]
 
     @property
     def pid(self) -> int:

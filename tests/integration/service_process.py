@@ -28,24 +28,16 @@ class ServiceProcess:
         self.address = f"127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "scorer", "serve", "--listen", self.address,
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            "--state-dir", str(self.state_dir),
+        ]  # fmt: skip
+
     def start(self, timeout_s: float = 120) -> None:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "scorer",
-                    "serve",
-                    "--listen",
-                    self.address,
-                    "--metrics-listen",
-                    f"127.0.0.1:{self.metrics_port}",
-                    "--state-dir",
-                    str(self.state_dir),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         with Client(self.address) as client:
             while time.monotonic() < deadline:
