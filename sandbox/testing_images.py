@@ -1,7 +1,8 @@
 """FakeImageStore: an in-memory ImageStore that reads the stream it is given, for component tests.
 
-It computes the image id the way the engine does (sha256 of the config named by manifest.json),
-so the service's "loaded id equals config digest" check runs for real.
+It reads the stream as it comes, like the engine, and keeps nothing of a stream that fails (an
+aborted upload). It computes the image id the way the engine does (sha256 of the config named
+by manifest.json), so the service's "loaded id equals config digest" check runs for real.
 """
 
 from __future__ import annotations
@@ -18,23 +19,32 @@ from sandbox.image_store import ImageInUseError, ImageLoadRefusedError
 class FakeImageStore:
     def __init__(self) -> None:
         self.images: dict[str, int] = {}  # id -> size in bytes
-        self.loads = 0
+        self.loads = 0  # images created
+        self.aborted: list[bytes] = []  # what each failed stream carried before it failed
         self.in_use: set[str] = set()
         self.removed: list[str] = []
 
     def load(self, tar_chunks: Iterable[bytes]) -> str:
-        self.loads += 1
-        data = b"".join(tar_chunks)
+        received = bytearray()
+        try:
+            for chunk in tar_chunks:
+                received += chunk
+        except BaseException:
+            self.aborted.append(bytes(received))
+            raise
+        data = bytes(received)
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
                 manifest = json.loads(_read(tar, "manifest.json"))
                 config = _read(tar, manifest[0]["Config"])
+                size = sum(tar.getmember(layer).size for layer in manifest[0]["Layers"])
         except (tarfile.TarError, KeyError, ValueError) as exc:
             raise ImageLoadRefusedError(f"the fake engine refused the image: {exc}") from exc
         if manifest[0].get("RepoTags"):
             raise AssertionError("an uploaded image must reach the engine without tags")
         image_id = f"sha256:{hashlib.sha256(config).hexdigest()}"
-        self.images[image_id] = len(data)
+        self.loads += 1
+        self.images[image_id] = size  # like the engine: what the layers hold
         return image_id
 
     def size_bytes(self, image_id: str) -> int | None:

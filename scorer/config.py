@@ -64,10 +64,6 @@ class ServiceConfig:
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
 
-    @property
-    def uploads_dir(self) -> Path:
-        return self.state_dir / "uploads"
-
 
 _SIZE_KEYS = {"tmp_bytes", "output_bytes", "shm_bytes", "log_bytes"}
 _TOP_SIZE_KEYS = {"upload_max_bytes", "image_max_uncompressed_bytes", "image_store_bytes"}

@@ -1,7 +1,10 @@
-"""Image intake use cases: upload (spool, inspect, load, verify), pin, and LRU eviction.
+"""Image intake use cases: upload (inspect while streaming to the engine, verify), pin, eviction.
 
-From the upload on, an evaluation refers to the image by its digest only: the config's sha256,
-computed from the tarball and checked against the id the engine reports after loading.
+An upload is inspected as it arrives and handed to the engine's load through a gate, so nothing
+is spooled to disk and the engine's work overlaps the transfer; the engine can create the image
+only after the whole tarball passed (see scorer/images/inspect.py). From then on an evaluation
+refers to the image by its digest only: the config's sha256, computed from the tarball and
+checked against the id the engine reports.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
@@ -25,9 +27,11 @@ from scorer.errors import (
     NotFoundError,
     ResourceExhaustedError,
 )
-from scorer.images.inspect import ImageRejectedError, ImageReport, InspectCaps, inspect_image
-from scorer.images.rewrite import untagged_stream
-from scorer.images.spool import Compression, SpoolError, SpoolProblem, spool
+from scorer.images.feed import EngineFeed, FeedError
+from scorer.images.inspect import ImageRejectedError, ImageReport, InspectCaps
+from scorer.images.receive import Compression, UploadError, UploadProblem
+from scorer.images.rewrite import untagged_tail
+from scorer.images.upload import Inspected, receive_image
 from scorer.store import SqliteJobStore, now
 from scorer.store_images import ImageRecord
 from scorer.telemetry import Telemetry
@@ -72,11 +76,6 @@ class ImageIntake:
         self._evict_lock = threading.Lock()
         telemetry.image_store_bytes.set_function(store.image_store_bytes)
 
-    def clear_partial_uploads(self) -> None:
-        """After a crash: spooled files belong to uploads that can never finish."""
-        for leftover in self._config.uploads_dir.glob("upload-*"):
-            leftover.unlink(missing_ok=True)
-
     def upload(self, spec: UploadSpec, chunks: Iterable[bytes]) -> UploadResult:
         """Receive, check and load one tarball; every outcome is counted."""
         outcome = "failed"
@@ -108,41 +107,37 @@ class ImageIntake:
 
     def _upload(self, spec: UploadSpec, chunks: Iterable[bytes]) -> UploadResult:
         _check_spec(spec, self._config.upload_max_bytes)
+        # The very same tarball, loaded before and still there: inspect it again, load nothing.
+        known = self._store.image_by_tarball(spec.sha256)
+        if known is not None and self._images.size_bytes(known.digest) is None:
+            known = None
+        feed = None if known is not None else EngineFeed(self._images.load)
         t0 = time.monotonic()
         try:
-            spooled = spool(
-                chunks,
-                directory=self._config.uploads_dir,
-                declared_size_bytes=spec.declared_size_bytes,
-                sha256_hex=spec.sha256,
-                max_tar_bytes=self._config.image_max_uncompressed_bytes,
-            )
-        except SpoolError as exc:
-            log.warning("image_upload_refused", tarball_sha256=spec.sha256, reason=str(exc))
-            if exc.problem is SpoolProblem.TOO_LARGE:
-                raise ResourceExhaustedError(str(exc)) from None
-            raise InvalidArgumentError(str(exc)) from None
+            inspected = self._receive(spec, chunks, feed)
+        except BaseException:
+            if feed is not None:
+                feed.abort()  # the engine discards what it read and creates nothing
+            raise
         t1 = time.monotonic()
+        report = inspected.report
+        already = known is not None or self._images.size_bytes(report.config_digest) is not None
         try:
-            report = self._inspect(spooled.path)
-            t2 = time.monotonic()
-            already = self._images.size_bytes(report.config_digest) is not None
-            if not already:
-                self._load(spooled.path, report)
-            log.info(
-                "image_uploaded",
-                image_digest=report.config_digest,
-                tarball_sha256=spec.sha256,
-                received_bytes=spooled.received_bytes,
-                already_present=already,
-                receive_s=round(t1 - t0, 3),
-                inspect_s=round(t2 - t1, 3),
-                load_s=round(time.monotonic() - t2, 3),
-            )
+            if feed is not None and already:
+                feed.abort()  # another tarball of an image the engine has: keep the one it has
+            elif feed is not None:
+                self._commit(feed, report)
         except ExecutorError as exc:
             raise FailedPreconditionError(f"the container engine failed: {exc}") from exc
-        finally:
-            spooled.path.unlink(missing_ok=True)
+        log.info(
+            "image_uploaded",
+            image_digest=report.config_digest,
+            tarball_sha256=spec.sha256,
+            received_bytes=inspected.received_bytes,
+            already_present=already,
+            receive_s=round(t1 - t0, 3),  # the engine reads the image meanwhile
+            commit_s=round(time.monotonic() - t1, 3),
+        )
         self._remember(spec, report, already)
         self.evict(keep=frozenset({report.config_digest}))
         return UploadResult(
@@ -151,21 +146,41 @@ class ImageIntake:
             report=report,
             already_present=already,
             tarball_sha256=spec.sha256,
-            compression=spooled.compression,
+            compression=inspected.compression,
         )
 
-    def _inspect(self, path: Path) -> ImageReport:
-        caps = InspectCaps(
-            max_uncompressed_bytes=self._config.image_max_uncompressed_bytes,
-            max_layers=self._config.image_max_layers,
-        )
-        return inspect_image(path, caps)
-
-    def _load(self, path: Path, report: ImageReport) -> None:
+    def _receive(
+        self, spec: UploadSpec, chunks: Iterable[bytes], feed: EngineFeed | None
+    ) -> Inspected:
         try:
-            loaded = self._images.load(untagged_stream(path, report.manifest))
+            return receive_image(
+                chunks,
+                declared_size_bytes=spec.declared_size_bytes,
+                sha256_hex=spec.sha256,
+                max_tar_bytes=self._config.image_max_uncompressed_bytes,
+                caps=InspectCaps(
+                    max_uncompressed_bytes=self._config.image_max_uncompressed_bytes,
+                    max_layers=self._config.image_max_layers,
+                ),
+                sink=feed,
+            )
+        except UploadError as exc:
+            log.warning("image_upload_refused", tarball_sha256=spec.sha256, reason=str(exc))
+            if exc.problem is UploadProblem.TOO_LARGE:
+                raise ResourceExhaustedError(str(exc)) from None
+            raise InvalidArgumentError(str(exc)) from None
+        except FeedError as exc:
+            raise _engine_failure(exc) from exc
+
+    def _commit(self, feed: EngineFeed, report: ImageReport) -> None:
+        """The image passed: let the engine read its tag-less manifest and create it."""
+        try:
+            feed.put(untagged_tail(report.manifest_entry))
+            loaded = feed.finish()
         except ImageLoadRefusedError as exc:
             raise ImageRejectedError(str(exc)) from exc
+        except FeedError as exc:
+            raise _engine_failure(exc) from exc
         if loaded != report.config_digest:
             # Not the image we inspected: take it out again and refuse.
             self._images.remove(loaded)
@@ -240,6 +255,13 @@ class ImageIntake:
             if total > self._config.image_store_bytes:
                 log.warning("image_store_over_budget", store_bytes=total)
             return evicted
+
+
+def _engine_failure(exc: FeedError) -> Exception:
+    """The engine stopped reading mid-stream: its verdict on the content, or its own failure."""
+    if isinstance(exc.__cause__, ImageLoadRefusedError):
+        return ImageRejectedError(str(exc.__cause__))
+    return FailedPreconditionError(f"the container engine failed: {exc.__cause__ or exc}")
 
 
 def _check_spec(spec: UploadSpec, max_bytes: int) -> None:

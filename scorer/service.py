@@ -131,7 +131,6 @@ class Service:
         for ev in interrupted:
             self._retry_or_fail(ev, "the service restarted while the evaluation ran")
         shutil.rmtree(self.config.runs_dir, ignore_errors=True)
-        self.intake.clear_partial_uploads()
         log.info("recovered", reaped_containers=reaped, interrupted=len(interrupted))
 
     # --- admin ---------------------------------------------------------------------------------

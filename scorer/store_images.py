@@ -89,6 +89,15 @@ class ImageRecords:
             row = self._db.execute("SELECT * FROM images WHERE digest=?", (digest,)).fetchone()
         return None if row is None else _record(row)
 
+    def image_by_tarball(self: _Store, tarball_sha256: str) -> ImageRecord | None:
+        """The image last loaded from a tarball with this sha256, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM images WHERE tarball_sha256=? ORDER BY uploaded_at DESC LIMIT 1",
+                (tarball_sha256,),
+            ).fetchone()
+        return None if row is None else _record(row)
+
     def images_lru(self: _Store) -> list[ImageRecord]:
         """Every recorded image, least recently used first."""
         with self._lock:

@@ -1,26 +1,46 @@
-"""Inspect a spooled `docker save` tarball before the engine sees it.
+"""Inspect a `docker save` tarball as it streams past, before the engine may use any of it.
 
 Exactly one image; manifest.json and the config parsed strictly; linux/amd64; the config's
 sha256 is the image id the engine must report after loading; sizes and layer count within caps;
-no member escaping its folder, no device file. What the image declares is reported.
+no member escaping its folder, no device file; every layer a tar whose members pass the same
+rules. What the image declares is reported.
+
+The tarball is read once, in order, through a `Gate`: each member's header is checked before the
+engine may see it, and manifest.json, which comes late, is withheld; the service appends its
+tag-less copy only once the whole image passed, so the engine cannot create an image before that.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import posixpath
 import re
 import tarfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
-from scorer.images.layers import Budget, ImageRejectedError, check_layer, check_member
+from scorer.images.gate import Gate, Sink, Source, Window
+from scorer.images.layers import (
+    Budget,
+    ImageRejectedError,
+    OverBudgetError,
+    StrictInfo,
+    check_member,
+    layer_kind,
+    walk_layer,
+)
 
-__all__ = ["ImageRejectedError", "ImageReport", "InspectCaps", "ManifestSpan", "inspect_image"]
+__all__ = ["ImageRejectedError", "ImageReport", "InspectCaps", "inspect_image", "inspect_stream"]
 
 _MAX_JSON_BYTES = 8 * 1024 * 1024
+_MAX_KEPT_BYTES = 64 * 1024 * 1024  # small non-tar members kept for the verdict, all together
+# Top-level files the engine reads for names and tags: never handed on as uploaded. The service
+# appends a tag-less manifest.json itself; repositories and index.json only carry names.
+_WITHHELD = frozenset({"manifest.json", "repositories", "index.json"})
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MANIFEST_KEYS = {"Config", "RepoTags", "Layers", "Parent", "LayerSources"}
 
@@ -30,15 +50,6 @@ class InspectCaps:
     max_uncompressed_bytes: int
     max_layers: int
     max_members: int = 1_000_000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ManifestSpan:
-    """Where manifest.json sits in the tarball (header start, end of padded data)."""
-
-    start: int
-    end: int
-    entry: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,7 +65,7 @@ class ImageReport:
     volumes: tuple[str, ...]
     layers: int
     uncompressed_bytes: int
-    manifest: ManifestSpan
+    manifest_entry: dict[str, Any]
 
 
 def _strict_json(data: bytes, what: str) -> Any:
@@ -75,17 +86,7 @@ def _strict_json(data: bytes, what: str) -> Any:
         raise ImageRejectedError(f"{what} is not valid JSON ({exc})") from exc
 
 
-def _read(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str) -> bytes:
-    member = _resolve(members, name)
-    if member.size > _MAX_JSON_BYTES:
-        raise ImageRejectedError(f"{name} is larger than {_MAX_JSON_BYTES} bytes")
-    handle = tar.extractfile(member)
-    if handle is None:
-        raise ImageRejectedError(f"{name} is not a regular file")
-    return handle.read()
-
-
-def _resolve(members: dict[str, tarfile.TarInfo], name: str) -> tarfile.TarInfo:
+def _resolve(members: dict[str, tarfile.TarInfo], name: str) -> str:
     """Follow in-archive symlinks (docker save links repeated layers) to a regular file."""
     for _ in range(8):
         member = members.get(name)
@@ -94,7 +95,7 @@ def _resolve(members: dict[str, tarfile.TarInfo], name: str) -> tarfile.TarInfo:
         if not member.issym():
             if not member.isfile():
                 raise ImageRejectedError(f"member {name!r} is not a regular file")
-            return member
+            return name
         # check_member already proved every outer link stays inside the archive.
         name = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
     raise ImageRejectedError(f"member {name!r} is a chain of links")
@@ -169,44 +170,143 @@ def _config_digest(config_path: str, blob: bytes) -> str:
     return f"sha256:{digest}"
 
 
-def inspect_image(path: Path, caps: InspectCaps) -> ImageReport:
-    """Check the plain tar at `path` and report what it declares; ImageRejectedError if unsafe."""
-    budget = Budget(bytes_left=caps.max_uncompressed_bytes, members_left=caps.max_members)
+@dataclass(slots=True)
+class _Seen:
+    """What one regular member of the tarball held."""
+
+    kind: str  # layer_kind's verdict on its first block
+    data: bytes | None = None  # kept when small and not a tar: config, manifest
+    members: int = 0
+    bytes: int = 0
+    error: str | None = None  # why it is not a usable layer
+
+
+@dataclass(slots=True)
+class _Walk:
+    caps: InspectCaps
+    outer: Budget
+    inner: Budget
+    members: dict[str, tarfile.TarInfo] = field(default_factory=dict)
+    seen: dict[str, _Seen] = field(default_factory=dict)
+    kept: int = 0
+
+    def look(self, gate: Gate, member: tarfile.TarInfo) -> _Seen:
+        window = Window(gate, member.offset_data, member.size)
+        kind = layer_kind(window.head)
+        if member.size <= _MAX_JSON_BYTES:
+            data = window.read()
+            if kind == "other":
+                self.kept += len(data)
+                if self.kept > _MAX_KEPT_BYTES:
+                    raise ImageRejectedError("the tarball holds too many small files")
+                return _Seen(kind, data=data)
+            return self._walk(io.BytesIO(data), kind, member.name)
+        return self._walk(cast(IO[bytes], window), kind, member.name)
+
+    def _walk(self, fileobj: IO[bytes], kind: str, name: str) -> _Seen:
+        if kind not in ("tar", "gzip"):
+            return _Seen(kind)
+        try:
+            count, total = walk_layer(fileobj, kind, name, self.inner)
+        except OverBudgetError:
+            raise
+        except ImageRejectedError as exc:
+            return _Seen(kind, error=str(exc))
+        return _Seen(kind, members=count, bytes=total)
+
+
+def inspect_stream(
+    source: Source,
+    caps: InspectCaps,
+    sink: Sink | None = None,
+    *,
+    before_verdict: Callable[[], None] | None = None,
+) -> ImageReport:
+    """Read the plain tar from `source` to its end-of-archive, handing checked bytes to `sink`.
+
+    `before_verdict` runs after the end-of-archive (to read what follows it). Raises
+    ImageRejectedError if the image cannot run safely (the sink is then not aborted: the caller
+    decides). The tag-less manifest is the caller's to append (see rewrite.py).
+    """
+    gate = Gate(source, sink)
+    walk = _Walk(
+        caps=caps,
+        outer=Budget(bytes_left=caps.max_uncompressed_bytes, members_left=caps.max_members),
+        inner=Budget(bytes_left=caps.max_uncompressed_bytes, members_left=caps.max_members),
+    )
     try:
-        with tarfile.open(path, mode="r:") as tar:
-            members: dict[str, tarfile.TarInfo] = {}
-            for member in tar:
-                name = check_member(member, "tarball", outer=True)
-                if name in members and not member.isdir():
-                    raise ImageRejectedError(f"member {name!r} appears twice")
-                budget.spend(member, "tarball")
-                members[name] = member
-            if "manifest.json" not in members:
-                raise ImageRejectedError("no manifest.json: not a `docker save` tarball")
-            entry = _manifest_entry(_read(tar, members, "manifest.json"))
-            layers: list[str] = entry["Layers"]
-            if len(layers) > caps.max_layers:
-                raise ImageRejectedError(f"{len(layers)} layers; at most {caps.max_layers}")
-            blob = _read(tar, members, entry["Config"])
-            digest = _config_digest(entry["Config"], blob)
-            fields = _report_fields(_strict_json(blob, "the image config"), len(layers))
-            layer_budget = Budget(
-                bytes_left=caps.max_uncompressed_bytes, members_left=budget.members_left
-            )
-            for i, layer in enumerate(layers):
-                handle = tar.extractfile(_resolve(members, layer))
-                if handle is None:
-                    raise ImageRejectedError(f"layer {i + 1} is not a regular file")
-                check_layer(handle, f"layer {i + 1}", layer_budget)
-            manifest = members["manifest.json"]
-            span = ManifestSpan(
-                start=manifest.offset,
-                end=manifest.offset_data + -(-manifest.size // 512) * 512,
-                entry=entry,
-            )
+        with tarfile.open(  # type: ignore[call-overload]
+            fileobj=gate, mode="r:", tarinfo=StrictInfo
+        ) as tar:
+            while (member := tar.next()) is not None:
+                _member(tar, member, walk, gate)
     except tarfile.TarError as exc:
         raise ImageRejectedError(f"not a valid tar archive ({exc})") from exc
-    used = caps.max_uncompressed_bytes - layer_budget.bytes_left
+    if before_verdict is not None:
+        before_verdict()
+    return _verdict(walk)
+
+
+def _member(tar: tarfile.TarFile, member: tarfile.TarInfo, walk: _Walk, gate: Gate) -> None:
+    name = check_member(member, "tarball", outer=True)
+    if member.issparse():
+        raise ImageRejectedError(f"tarball: member {name!r} is a sparse file")
+    if name in walk.members and not member.isdir():
+        raise ImageRejectedError(f"member {name!r} appears twice")
+    walk.outer.spend(member, "tarball")
+    walk.members[name] = member
+    if name in _WITHHELD:
+        gate.drop(member.offset, tar.offset)
+    gate.release(tar.offset)  # tar.offset: where the next header starts
+    if member.isfile():
+        walk.seen[name] = walk.look(gate, member)
+
+
+def _json_member(walk: _Walk, name: str) -> bytes:
+    resolved = _resolve(walk.members, name)
+    if walk.members[resolved].size > _MAX_JSON_BYTES:
+        raise ImageRejectedError(f"{name} is larger than {_MAX_JSON_BYTES} bytes")
+    data = walk.seen[resolved].data
+    if data is None:
+        raise ImageRejectedError(f"{name} is not valid JSON (it is an archive)")
+    return data
+
+
+def _verdict(walk: _Walk) -> ImageReport:
+    manifest = walk.members.get("manifest.json")
+    if manifest is None:
+        raise ImageRejectedError("no manifest.json: not a `docker save` tarball")
+    if not manifest.isfile():
+        raise ImageRejectedError("manifest.json is not a regular file")
+    entry = _manifest_entry(_json_member(walk, "manifest.json"))
+    layers: list[str] = entry["Layers"]
+    if len(layers) > walk.caps.max_layers:
+        raise ImageRejectedError(f"{len(layers)} layers; at most {walk.caps.max_layers}")
+    blob = _json_member(walk, entry["Config"])
+    digest = _config_digest(entry["Config"], blob)
+    fields = _report_fields(_strict_json(blob, "the image config"), len(layers))
+    used = 0
+    for i, layer in enumerate(layers):
+        seen = walk.seen[_resolve(walk.members, layer)]
+        if seen.kind == "zstd":
+            raise ImageRejectedError(f"layer {i + 1}: zstd-compressed layers are not supported")
+        if seen.error is not None:
+            raise ImageRejectedError(f"layer {i + 1}: {seen.error}")
+        if seen.kind not in ("tar", "gzip"):
+            raise ImageRejectedError(f"layer {i + 1}: not a valid layer archive")
+        used += seen.bytes
+        if used > walk.caps.max_uncompressed_bytes:
+            raise ImageRejectedError("the image unpacks to more bytes than this service accepts")
     return ImageReport(
-        config_digest=digest, layers=len(layers), uncompressed_bytes=used, manifest=span, **fields
+        config_digest=digest,
+        layers=len(layers),
+        uncompressed_bytes=used,
+        manifest_entry=entry,
+        **fields,
     )
+
+
+def inspect_image(path: Path, caps: InspectCaps) -> ImageReport:
+    """Check the plain tar at `path` (no engine involved); ImageRejectedError if unsafe."""
+    with path.open("rb") as src:
+        return inspect_stream(src, caps)

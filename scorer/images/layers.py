@@ -1,16 +1,17 @@
 """Member rules for tar archives from an untrusted image: names, link targets, types, sizes.
 
-Shared by the outer `docker save` archive and each layer inside it. Only headers are read for
-plain tars (tarfile seeks over data); a gzip layer is decompressed once, in a stream, and its
-declared sizes are summed before any of its data is read, so a bomb is refused early.
+Shared by the outer `docker save` archive and each layer inside it. Layers are walked as they
+stream past, headers only: a member's declared size is spent from the budget before any of its
+data is read, so a gzip bomb is refused early.
 """
 
 from __future__ import annotations
 
 import posixpath
 import tarfile
+import zlib
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Self
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -18,6 +19,10 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 class ImageRejectedError(Exception):
     """The tarball cannot run safely; the message is safe to return to the uploader."""
+
+
+class OverBudgetError(ImageRejectedError):
+    """The image unpacks to more bytes or files than allowed: stop reading at once."""
 
 
 @dataclass(slots=True)
@@ -30,10 +35,10 @@ class Budget:
     def spend(self, member: tarfile.TarInfo, where: str) -> None:
         self.members_left -= 1
         if self.members_left < 0:
-            raise ImageRejectedError(f"{where}: too many files in the image")
+            raise OverBudgetError(f"{where}: too many files in the image")
         self.bytes_left -= max(member.size, 0)
         if self.bytes_left < 0:
-            raise ImageRejectedError(
+            raise OverBudgetError(
                 f"{where}: the image unpacks to more bytes than this service accepts"
             )
 
@@ -70,17 +75,58 @@ def check_member(member: tarfile.TarInfo, where: str, *, outer: bool) -> str:
     return name
 
 
-def check_layer(fileobj: IO[bytes], where: str, budget: Budget) -> None:
-    """Walk one layer's members (plain or gzip tar) within the budget; zstd is refused."""
-    head = fileobj.read(4)
-    fileobj.seek(0)
+def layer_kind(head: bytes) -> str:
+    """What a member's first block says it is: "tar", "gzip", "zstd" or "other"."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
     if head.startswith(ZSTD_MAGIC):
-        raise ImageRejectedError(f"{where}: zstd-compressed layers are not supported")
-    mode = "r|gz" if head.startswith(GZIP_MAGIC) else "r:"
+        return "zstd"
+    if len(head) < tarfile.BLOCKSIZE:
+        return "other"
+    block = head[: tarfile.BLOCKSIZE]
+    if block == bytes(tarfile.BLOCKSIZE):
+        return "tar"  # a zero block: an empty archive
     try:
-        with tarfile.open(fileobj=fileobj, mode=mode) as layer:  # type: ignore[call-overload]
-            for member in layer:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return "other"
+    return "tar"
+
+
+class StrictInfo(tarfile.TarInfo):
+    """A TarInfo whose archive fails on a header it cannot read, where tarfile would stop quietly
+    (a member hidden behind such a header would then go unchecked, but not unread by the engine).
+    """
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.HeaderError as exc:
+            if type(exc).__name__ in ("InvalidHeaderError", "TruncatedHeaderError"):
+                where = archive.offset
+                raise tarfile.ReadError(f"unreadable header at byte {where}: {exc}") from exc
+            raise  # a zero block or the end: the archive ends here
+
+
+def walk_layer(fileobj: IO[bytes], kind: str, where: str, budget: Budget) -> tuple[int, int]:
+    """Walk one layer's members (a plain tar, read in order, or a gzip stream) within the budget.
+
+    Returns (members, bytes). ImageRejectedError names the first bad member; OverBudgetError
+    means the image as a whole is too big.
+    """
+    count = total = 0
+    mode = "r|gz" if kind == "gzip" else "r:"
+    try:
+        with tarfile.open(  # type: ignore[call-overload]
+            fileobj=fileobj, mode=mode, bufsize=1024 * 1024, tarinfo=StrictInfo
+        ) as layer:
+            while (member := layer.next()) is not None:
+                layer.members.clear()  # a layer may hold a million files: keep none of them
                 check_member(member, where, outer=False)
                 budget.spend(member, where)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+                count += 1
+                total += max(member.size, 0)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise ImageRejectedError(f"{where}: not a valid layer archive ({exc})") from exc
+    return count, total

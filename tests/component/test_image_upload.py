@@ -35,9 +35,9 @@ class Rig:
     config: ServiceConfig
     server: grpc.Server
 
-    def uploads_left(self) -> list[Path]:
-        folder = self.config.uploads_dir
-        return list(folder.iterdir()) if folder.exists() else []
+    def loading(self) -> bool:
+        """Whether an engine load is in progress (a thread named image-load is alive)."""
+        return any(t.name == "image-load" and t.is_alive() for t in threading.enumerate())
 
     def count(self, outcome: str) -> float:
         value = self.service.telemetry.registry.get_sample_value(
@@ -95,9 +95,11 @@ def _upload(rig: Rig, data: bytes, **kwargs: object) -> pb.UploadImageResponse:
 
 
 def _refused(rig: Rig, data: bytes, **kwargs: object) -> tuple[grpc.StatusCode, str]:
+    images_before = dict(rig.images.images)
     with pytest.raises(grpc.RpcError) as info:
         _upload(rig, data, **kwargs)
-    assert rig.uploads_left() == []  # nothing is ever left in <state>/uploads
+    assert rig.images.images == images_before  # a refused upload creates no image
+    assert not rig.loading()  # and leaves no load open in the engine
     return info.value.code(), info.value.details()  # type: ignore[attr-defined]
 
 
@@ -114,7 +116,18 @@ def test_an_upload_answers_the_config_digest_and_a_reupload_is_not_loaded_again(
     assert second.image_digest == image.digest() and second.already_present
     assert rig.images.loads == 1
     assert rig.count("loaded") == 1 and rig.count("already_present") == 1
-    assert rig.uploads_left() == []
+    assert rig.images.aborted == []  # the re-upload never reached the engine
+
+
+def test_the_same_image_in_another_tarball_is_not_loaded_twice(rig: Rig) -> None:
+    import gzip
+
+    image = Image()
+    _upload(rig, image.tarball())
+    again = _upload(rig, gzip.compress(image.tarball()))
+    assert again.image_digest == image.digest() and again.already_present
+    assert again.compression == "gzip"
+    assert rig.images.loads == 1 and len(rig.images.aborted) == 1  # streamed, then discarded
 
 
 def test_a_wrong_sha256_is_invalid_argument(rig: Rig) -> None:
@@ -133,6 +146,8 @@ def test_a_refused_image_is_invalid_argument_with_the_reason(rig: Rig) -> None:
     code, details = _refused(rig, data)
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "escapes its folder" in details
     assert rig.images.loads == 0 and rig.count("rejected") == 1
+    assert len(rig.images.aborted) == 1  # the stream was cut before its manifest
+    assert b"manifest.json" not in rig.images.aborted[0]
 
 
 def test_an_oversize_upload_is_resource_exhausted(tmp_path: Path) -> None:
@@ -146,7 +161,7 @@ def test_an_oversize_upload_is_resource_exhausted(tmp_path: Path) -> None:
         rig.service.stop()
 
 
-def test_a_client_that_disconnects_halfway_leaves_no_partial_file(rig: Rig) -> None:
+def test_a_client_that_disconnects_halfway_leaves_nothing_in_the_engine(rig: Rig) -> None:
     data = Image(layers=[tar_bytes([file_member("big", bytes(2 * 1024**2))])]).tarball()
     half_sent, release = threading.Event(), threading.Event()
 
@@ -160,16 +175,17 @@ def test_a_client_that_disconnects_halfway_leaves_no_partial_file(rig: Rig) -> N
     future = rig.client.evaluations.UploadImage.future(messages(), timeout=30)
     assert half_sent.wait(10)
     deadline = time.monotonic() + 10
-    while not rig.uploads_left() and time.monotonic() < deadline:
+    while not rig.loading() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert rig.uploads_left(), "the upload should be spooling by now"
+    assert rig.loading(), "the engine should be reading the upload by now"
     future.cancel()
     release.set()
     deadline = time.monotonic() + 10
-    while (rig.uploads_left() or not rig.count("aborted")) and time.monotonic() < deadline:
+    while (rig.loading() or not rig.count("aborted")) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert rig.uploads_left() == []
+    assert not rig.loading()
     assert rig.count("aborted") == 1 and rig.images.loads == 0
+    assert len(rig.images.aborted) == 1 and rig.images.images == {}
 
 
 def _benchmark(rig: Rig, tmp_path: Path) -> None:
@@ -206,7 +222,7 @@ def test_a_refused_upload_submitted_ends_image_rejected_with_its_reason(
 
 def test_eviction_removes_the_least_recently_used_unpinned_image(tmp_path: Path) -> None:
     a, b, c = (Image(entrypoint=[f"/{n}"]) for n in "abc")
-    size = len(a.tarball())
+    size = len(a.layers[0])  # what the (fake) engine counts for an image
     rig = _start(tmp_path, image_store_bytes=int(size * 2.5))
     try:
         _upload(rig, a.tarball())
@@ -227,7 +243,7 @@ def test_eviction_removes_the_least_recently_used_unpinned_image(tmp_path: Path)
 
 def test_an_image_a_running_evaluation_needs_is_never_evicted(tmp_path: Path) -> None:
     a, b = Image(entrypoint=["/a"]), Image(entrypoint=["/b"])
-    rig = _start(tmp_path, image_store_bytes=len(a.tarball()) + 10)
+    rig = _start(tmp_path, image_store_bytes=len(a.layers[0]) + 10)
     try:
         _upload(rig, a.tarball())
         rig.executor.add_image(a.digest(), image_info(a.digest()), FakeRun(hang=True))

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,7 +66,18 @@ def test_submit_image_file_uploads_loads_by_digest_and_scores(
     assert docker_client.images.get(image_id).tags == []  # RepoTags never reach the engine
     again = service.cli("image", "upload", str(path), "--json", check=True)
     assert json.loads(again.stdout)["already_present"] is True
-    assert list((service.state_dir / "uploads").iterdir()) == []
+    assert _engine_leftovers(docker_client) == []
+
+
+def _engine_leftovers(client: docker.DockerClient) -> list[str]:
+    """The engine's own scratch folders for loads in progress (docker-import-*), after a pause."""
+    folder = Path(client.info()["DockerRootDir"]) / "tmp"
+    deadline = time.monotonic() + 10
+    while True:
+        left = sorted(p.name for p in folder.glob("docker-import-*")) if folder.exists() else []
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 def test_a_zstd_tarball_is_decompressed_by_the_service(
@@ -108,6 +120,7 @@ def test_a_foreign_architecture_upload_ends_image_rejected(
     service: ServiceProcess,  # noqa: F811
     saved_image: tuple[Path, str],
     tmp_path: Path,
+    docker_client: docker.DockerClient,
 ) -> None:
     path, _ = saved_image
     arm = tmp_path / "arm64.tar"
@@ -123,3 +136,13 @@ def test_a_foreign_architecture_upload_ends_image_rejected(
     assert "linux/amd64" in ev["failure_message"]
     log = service.log_path.read_text()
     assert "image_rejected" in log and hashlib.sha256(arm.read_bytes()).hexdigest() in log
+    # The engine read the layers while they arrived, but created nothing and kept nothing.
+    arm_id = json.loads(_manifest(arm))[0]["Config"].removesuffix(".json")
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(f"sha256:{arm_id}")
+    assert _engine_leftovers(docker_client) == []
+
+
+def _manifest(path: Path) -> bytes:
+    with tarfile.open(path) as tar:
+        return tar.extractfile("manifest.json").read()  # type: ignore[union-attr]

@@ -1,4 +1,4 @@
-"""The tarball inspector and the upload spool on crafted tarballs: bytes in, verdicts out."""
+"""The streaming inspector, its gate and the upload on crafted tarballs: bytes in, verdicts out."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
 
-from scorer.images.inspect import ImageRejectedError, InspectCaps, inspect_image
-from scorer.images.rewrite import untagged_stream
-from scorer.images.spool import Compression, SpoolError, SpoolProblem, spool
+from scorer.images.inspect import ImageRejectedError, InspectCaps, inspect_image, inspect_stream
+from scorer.images.receive import Compression, UploadError, UploadProblem
+from scorer.images.rewrite import untagged_tail
+from scorer.images.upload import Inspected, receive_image
 from tests.image_tars import Image, file_member, special_member, tar_bytes
 
 CAPS = InspectCaps(max_uncompressed_bytes=10 * 1024**2, max_layers=8)
@@ -109,39 +112,116 @@ def test_nan_in_the_config_is_refused(tmp_path: Path) -> None:
     assert "not JSON" in _rejected(tmp_path, Image(raw_config=config).tarball())
 
 
-def test_the_stream_for_the_engine_carries_no_tags(tmp_path: Path) -> None:
-    path = tmp_path / "image.tar"
-    path.write_bytes(Image(repo_tags=["scorer-selftest:0.1.0"]).tarball())
-    report = inspect_image(path, CAPS)
-    rewritten = b"".join(untagged_stream(path, report.manifest))
-    with tarfile.open(fileobj=io.BytesIO(rewritten)) as tar:
+class Engine:
+    """A sink that keeps what the gate handed on, as the engine's load would read it."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.aborted = False
+
+    def put(self, data: bytes) -> None:
+        self.data += data
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def _outer_names(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return tar.getnames()
+
+
+def test_the_stream_for_the_engine_carries_no_tags_and_ends_with_the_service_manifest() -> None:
+    data = Image(repo_tags=["scorer-selftest:0.1.0"]).tarball(
+        extra=[file_member("repositories", b'{"scorer-selftest": {"0.1.0": "x"}}')]
+    )
+    engine = Engine()
+    report = inspect_stream(io.BytesIO(data), CAPS, engine)
+    assert "manifest.json" not in _outer_names(bytes(engine.data) + bytes(1024))
+    stream = bytes(engine.data) + untagged_tail(report.manifest_entry)
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+        names = tar.getnames()
         handle = tar.extractfile("manifest.json")
         assert handle is not None
         manifest = json.loads(handle.read())
-        assert len(tar.getnames()) == len(set(tar.getnames()))
+    assert names[-1] == "manifest.json" and "repositories" not in names
+    assert len(names) == len(set(names))
     assert manifest[0]["RepoTags"] is None
-    assert manifest[0]["Config"] == report.manifest.entry["Config"]
+    assert manifest[0]["Config"] == report.manifest_entry["Config"]
 
 
-# --- the spool -----------------------------------------------------------------------------
+class Spy:
+    """A source that notes how far the inspector had read whenever the engine got bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.src = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.src.read(min(n, 700) if n > 0 else 700)  # odd sizes: headers straddle reads
 
 
-def _spool(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ([special_member("dev/sda", tarfile.CHRTYPE)], "device file"),
+        ([file_member("../../etc/cron.d/x", b"* * * * * root sh")], "escapes its folder"),
+        ([special_member("evil", tarfile.SYMTYPE, "/etc/passwd")], "points outside"),
+    ],
+)
+def test_a_bad_outer_member_never_reaches_the_engine(
+    extra: list[tuple[tarfile.TarInfo, bytes]], expected: str
+) -> None:
+    """The engine only ever sees headers that passed: what it got before the verdict is a clean
+    prefix of the tarball, ending where the bad member starts."""
+    big = tar_bytes([file_member("big", bytes(3 * 1024**2))])
+    data = Image(layers=[big]).tarball(extra=extra)
+    engine = Engine()
+    with pytest.raises(ImageRejectedError, match=expected):
+        inspect_stream(Spy(data), CAPS, engine)
+    seen = bytes(engine.data)
+    assert len(seen) > 3 * 1024**2  # the layer before it did stream on
+    assert data.startswith(seen)
+    bad = extra[0][0].name.encode()
+    assert bad not in seen
+    assert all(not (m.isdev() or m.name.startswith("..")) for m in _members(seen + bytes(1024)))
+
+
+def _members(data: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return tar.getmembers()
+
+
+def test_the_gate_withholds_the_manifest_wherever_it_sits() -> None:
+    image = Image()
+    entry, members = image.entry_and_members()
+    manifest = file_member("manifest.json", json.dumps([entry]).encode())
+    data = tar_bytes([manifest, *members])  # manifest first, not last
+    engine = Engine()
+    report = inspect_stream(Spy(data), CAPS, engine)
+    assert report.config_digest == image.digest()
+    assert "manifest.json" not in _outer_names(bytes(engine.data) + bytes(1024))
+
+
+# --- the upload as a whole ---------------------------------------------------------------------
+
+
+def _receive(
     sent: bytes,
     *,
     declared: int | None = None,
     sha: str | None = None,
     max_tar_bytes: int = 10 * 1024**2,
     chunk: int = 65536,
-) -> object:
+    engine: Engine | None = None,
+) -> Inspected:
     chunks = [sent[i : i + chunk] for i in range(0, len(sent), chunk)]
-    return spool(
+    return receive_image(
         chunks,
-        directory=tmp_path / "uploads",
         declared_size_bytes=len(sent) if declared is None else declared,
         sha256_hex=sha or hashlib.sha256(sent).hexdigest(),
         max_tar_bytes=max_tar_bytes,
+        caps=CAPS,
+        sink=engine,
     )
 
 
@@ -153,65 +233,95 @@ def _spool(
         (lambda b: zstandard.ZstdCompressor().compress(b), Compression.ZSTD),
     ],
 )
-def test_plain_gzip_and_zstd_uploads_spool_to_the_same_tar(
-    tmp_path: Path, compress: object, kind: Compression
+def test_plain_gzip_and_zstd_uploads_reach_the_engine_as_the_same_tar(
+    compress: Callable[[bytes], bytes], kind: Compression
 ) -> None:
     tar = Image().tarball()
-    spooled = _spool(tmp_path, compress(tar))  # type: ignore[operator]
-    assert spooled.compression is kind  # type: ignore[attr-defined]
-    assert spooled.path.read_bytes() == tar  # type: ignore[attr-defined]
+    engine = Engine()
+    inspected = _receive(compress(tar), engine=engine)
+    assert inspected.compression is kind and inspected.tar_bytes == len(tar)
+    manifest_at = tar.index(b"manifest.json")  # the header of the last member
+    assert bytes(engine.data) == tar[: manifest_at - manifest_at % 512]
+    assert not engine.aborted
 
 
-def _problem(tmp_path: Path, sent: bytes, **kwargs: object) -> tuple[SpoolProblem, str]:
-    with pytest.raises(SpoolError) as info:
-        _spool(tmp_path, sent, **kwargs)  # type: ignore[arg-type]
-    assert list((tmp_path / "uploads").iterdir()) == []  # no partial file is left behind
+def _problem(sent: bytes, **kwargs: Any) -> tuple[UploadProblem, str]:
+    with pytest.raises(UploadError) as info:
+        _receive(sent, **kwargs)
     return info.value.problem, str(info.value)
 
 
-def test_a_wrong_sha256_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
-    problem, message = _problem(tmp_path, Image().tarball(), sha="0" * 64)
-    assert problem is SpoolProblem.INVALID and "sha256" in message
+def test_a_wrong_sha256_is_refused() -> None:
+    problem, message = _problem(Image().tarball(), sha="0" * 64)
+    assert problem is UploadProblem.INVALID and "sha256" in message
 
 
-def test_a_truncated_upload_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+def test_a_wrong_sha256_outranks_a_verdict_on_the_image() -> None:
+    """A rejection is recorded against the sha256: only an intact upload may earn one."""
+    engine = Engine()
+    problem, message = _problem(Image(architecture="arm64").tarball(), sha="0" * 64, engine=engine)
+    assert problem is UploadProblem.INVALID and "sha256" in message
+    assert engine.aborted
+
+
+def test_a_truncated_upload_is_refused() -> None:
     sent = Image().tarball()
-    problem, message = _problem(tmp_path, sent[:1000], declared=len(sent))
-    assert problem is SpoolProblem.INVALID and "ended after 1000" in message
+    problem, message = _problem(sent[:1000], declared=len(sent))
+    assert problem is UploadProblem.INVALID and "ended after 1000" in message
 
 
-def test_a_truncated_gzip_upload_is_refused(tmp_path: Path) -> None:
+def test_a_truncated_gzip_upload_is_refused() -> None:
     sent = gzip.compress(Image().tarball())
-    problem, _ = _problem(tmp_path, sent[: len(sent) // 2], declared=len(sent))
-    assert problem is SpoolProblem.INVALID
+    problem, message = _problem(sent[: len(sent) // 2], declared=len(sent))
+    assert problem is UploadProblem.INVALID and "declared bytes" in message
 
 
-def test_a_gzip_bomb_stops_at_the_cap(tmp_path: Path) -> None:
+def test_a_corrupt_gzip_upload_is_refused() -> None:
+    sent = bytearray(gzip.compress(Image().tarball()))
+    sent[len(sent) // 2 : len(sent) // 2 + 64] = bytes(64)
+    with pytest.raises((UploadError, ImageRejectedError)):
+        _receive(bytes(sent))
+
+
+def test_data_after_a_compressed_stream_is_refused() -> None:
+    problem, message = _problem(gzip.compress(Image().tarball()) + b"junk")
+    assert problem is UploadProblem.INVALID
+    assert "after its compressed stream" in message or "corrupt" in message
+
+
+def test_a_gzip_bomb_stops_at_the_cap() -> None:
     bomb = gzip.compress(bytes(64 * 1024**2))
-    problem, _ = _problem(tmp_path, bomb, max_tar_bytes=4 * 1024**2)
-    assert problem is SpoolProblem.TOO_LARGE
+    problem, _ = _problem(bomb, max_tar_bytes=4 * 1024**2)
+    assert problem is UploadProblem.TOO_LARGE
 
 
-def test_a_zstd_bomb_stops_at_the_cap(tmp_path: Path) -> None:
+def test_a_zstd_bomb_stops_at_the_cap() -> None:
     bomb = zstandard.ZstdCompressor().compress(bytes(64 * 1024**2))
-    problem, _ = _problem(tmp_path, bomb, max_tar_bytes=4 * 1024**2)
-    assert problem is SpoolProblem.TOO_LARGE
+    problem, _ = _problem(bomb, max_tar_bytes=4 * 1024**2)
+    assert problem is UploadProblem.TOO_LARGE
 
 
-def test_a_client_that_goes_away_leaves_no_file(tmp_path: Path) -> None:
+def test_a_rejected_image_aborts_the_engine_stream_then_checks_the_rest() -> None:
+    engine = Engine()
+    with pytest.raises(ImageRejectedError, match="linux/amd64"):
+        _receive(Image(architecture="arm64").tarball(), engine=engine, chunk=512)
+    assert engine.aborted
+
+
+def test_a_client_that_goes_away_ends_the_upload() -> None:
     class Gone(Exception):
         pass
 
-    def chunks() -> object:
-        yield b"x" * 65536
+    def chunks() -> Iterator[bytes]:
+        yield Image().tarball()[:4096]
         raise Gone
 
     with pytest.raises(Gone):
-        spool(
-            chunks(),  # type: ignore[arg-type]
-            directory=tmp_path / "uploads",
+        receive_image(
+            chunks(),
             declared_size_bytes=10**6,
             sha256_hex="0" * 64,
             max_tar_bytes=10**7,
+            caps=CAPS,
+            sink=Engine(),
         )
-    assert list((tmp_path / "uploads").iterdir()) == []
