@@ -161,7 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--big", action="store_true", help="also run 5 GB")
     parser.add_argument("--dir", default=None, help="scratch folder (needs ~2x the image size)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per size (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per size (default 5)")
     args = parser.parse_args()
     sizes = [10**9] + ([5 * 10**9] if args.big else [])
     for size in sizes:
