@@ -51,6 +51,9 @@ class ServiceConfig:
     image_max_uncompressed_bytes: int = 40 * 1024**3  # the tar, and its layers' contents
     image_max_layers: int = 127
     image_store_bytes: int = 100 * 1024**3
+    # An upload whose client sends nothing for this long is cancelled: it would otherwise hold a
+    # worker thread and an open load in the engine for good.
+    upload_idle_timeout_s: float = 60.0
 
     @property
     def db_path(self) -> Path:
@@ -87,19 +90,53 @@ def load_config(path: Path | None, **overrides: Any) -> ServiceConfig:
         raise ValueError(
             f"unknown [sandbox] keys: {', '.join(sorted(set(sandbox_raw) - sb_known))}"
         )
-    sandbox = SandboxDefaults(
-        **{k: parse_size(v) if k in _SIZE_KEYS else int(v) for k, v in sandbox_raw.items()}
-    )
+    sandbox = SandboxDefaults(**{k: _sandbox_value(k, v) for k, v in sandbox_raw.items()})
     values: dict[str, Any] = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
     if "state_dir" in values:
         values["state_dir"] = Path(values["state_dir"]).expanduser()
     for key in _TOP_SIZE_KEYS & set(values):
         values[key] = parse_size(values[key])
     if "gpus" in values:
-        values["gpus"] = tuple(int(g) for g in values["gpus"])
+        values["gpus"] = _gpus(values["gpus"])
+    for key in set(values) - _TOP_SIZE_KEYS - {"state_dir", "gpus"}:
+        values[key] = _typed(key, values[key])
     config = replace(ServiceConfig(sandbox=sandbox), **values)
     _check(config)
     return config
+
+
+def _sandbox_value(key: str, value: Any) -> int:
+    if key in _SIZE_KEYS:
+        try:
+            return parse_size(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"[sandbox] {key}: {exc}") from None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"[sandbox] {key} must be a positive integer, not {value!r}")
+    return value
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _typed(key: str, value: Any) -> Any:
+    """The value if it has the type of the key's default (an integer will do for a number)."""
+    expected = type(ServiceConfig.__dataclass_fields__[key].default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ValueError(
+            f"{key} must be {_TYPE_NAMES.get(expected, expected.__name__)}, not {value!r}"
+        )
+    return value
+
+
+def _gpus(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(g, int) and not isinstance(g, bool) for g in value
+    ):
+        raise ValueError(f"gpus must be a list of GPU indices, not {value!r}")
+    return tuple(value)
 
 
 def _check(config: ServiceConfig) -> None:
@@ -113,6 +150,8 @@ def _check(config: ServiceConfig) -> None:
         raise ValueError("upload_max_bytes and image_max_uncompressed_bytes must be at least 1m")
     if config.image_max_layers < 1:
         raise ValueError("image_max_layers must be at least 1")
+    if config.upload_idle_timeout_s <= 0:
+        raise ValueError("upload_idle_timeout_s must be positive")
     if config.max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     if config.gpus is not None and (

@@ -44,8 +44,18 @@ def _scorer(
 
 
 def _start_service(workdir: Path, address: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "scorer", "serve", "--listen", address,
-           "--metrics-listen", f"127.0.0.1:{_free_port()}", "--state-dir", str(workdir / "state")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scorer",
+        "serve",
+        "--listen",
+        address,
+        "--metrics-listen",
+        f"127.0.0.1:{_free_port()}",
+        "--state-dir",
+        str(workdir / "state"),
+    ]
     with (workdir / "serve.log").open("wb") as log_file:  # the child keeps its own descriptor
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, TypeVar
@@ -69,8 +71,43 @@ def _loopback_only(context: grpc.ServicerContext) -> None:
         raise PermissionDeniedError("admin calls are accepted from loopback only")
 
 
-def _chunks(requests: Iterator[pb.UploadImageRequest]) -> Iterator[bytes]:
-    for message in requests:
+class _IdleWatch:
+    """Cancels an upload whose client has sent nothing for `limit_s` while the service waited.
+
+    Threat: a client that opens an upload and stalls would hold a worker thread and an open load
+    in the engine for good. Only time spent waiting for the client counts, not time the engine
+    takes to read what was already sent.
+    """
+
+    def __init__(self, context: grpc.ServicerContext, limit_s: float) -> None:
+        self._context = context
+        self._limit_s = limit_s
+        self._waiting_since: float | None = None
+        self._done = threading.Event()
+        self.fired = False
+        threading.Thread(target=self._run, name="upload-idle", daemon=True).start()
+
+    def next(self, requests: Iterator[pb.UploadImageRequest]) -> pb.UploadImageRequest | None:
+        self._waiting_since = time.monotonic()
+        try:
+            return next(requests, None)
+        finally:
+            self._waiting_since = None
+
+    def _run(self) -> None:
+        while not self._done.wait(min(1.0, self._limit_s / 4)):
+            since = self._waiting_since
+            if since is not None and time.monotonic() - since > self._limit_s:
+                self.fired = True
+                self._context.cancel()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+
+
+def _chunks(requests: Iterator[pb.UploadImageRequest], watch: _IdleWatch) -> Iterator[bytes]:
+    while (message := watch.next(requests)) is not None:
         if message.WhichOneof("kind") != "chunk":
             raise InvalidArgumentError("only the first message may carry metadata")
         yield message.chunk
@@ -118,20 +155,31 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
     def UploadImage(
         self, request_iterator: Iterator[pb.UploadImageRequest], context: grpc.ServicerContext
     ) -> Any:
+        watch = _IdleWatch(context, self._service.config.upload_idle_timeout_s)
         try:
-            first = next(request_iterator, None)
+            first = watch.next(request_iterator)
             if first is None or first.WhichOneof("kind") != "metadata":
                 raise InvalidArgumentError("the first message must carry the upload's metadata")
             meta = first.metadata
             spec = UploadSpec(
                 declared_size_bytes=meta.declared_size_bytes, sha256=meta.sha256, name=meta.name
             )
-            return _upload_response(self._service.intake.upload(spec, _chunks(request_iterator)))
+            chunks = _chunks(request_iterator, watch)
+            return _upload_response(self._service.intake.upload(spec, chunks))
         except ScorerError as exc:
             _abort(context, exc)
         except grpc.RpcError:
-            # The client went away mid-stream; the spool is already gone.
-            log.info("image_upload_aborted", peer=context.peer())
+            # The client went away mid-stream, or stalled; the engine's load was cut already.
+            if watch.fired:
+                log.warning(
+                    "image_upload_idle",
+                    peer=context.peer(),
+                    idle_timeout_s=self._service.config.upload_idle_timeout_s,
+                )
+            else:
+                log.info("image_upload_aborted", peer=context.peer())
+        finally:
+            watch.stop()
         return None
 
     @mapped

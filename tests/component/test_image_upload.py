@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -46,7 +47,7 @@ class Rig:
         return value or 0.0
 
 
-def _start(tmp_path: Path, **config: int) -> Rig:
+def _start(tmp_path: Path, **config: float) -> Rig:
     tmp_path.chmod(0o755)
     cfg = replace(ServiceConfig(state_dir=tmp_path / "state", self_test=False, gpus=()), **config)
     store = SqliteJobStore(cfg.db_path)
@@ -186,6 +187,59 @@ def test_a_client_that_disconnects_halfway_leaves_nothing_in_the_engine(rig: Rig
     assert not rig.loading()
     assert rig.count("aborted") == 1 and rig.images.loads == 0
     assert len(rig.images.aborted) == 1 and rig.images.images == {}
+
+
+def test_a_client_that_stalls_is_cancelled_after_the_idle_timeout(tmp_path: Path) -> None:
+    """A stalled upload would hold a worker and an open engine load for good."""
+    rig = _start(tmp_path, upload_idle_timeout_s=0.5)
+    data = Image(layers=[tar_bytes([file_member("big", bytes(1024**2))])]).tarball()
+    resume = threading.Event()
+
+    def messages() -> Iterator[pb.UploadImageRequest]:
+        for i, message in enumerate(_messages(data, chunk=65536)):
+            if i == 4:
+                resume.wait(10)  # stall mid-stream
+            yield message
+
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            rig.client.evaluations.UploadImage(messages(), timeout=30)
+        resume.set()
+        assert info.value.code() is grpc.StatusCode.CANCELLED  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while (rig.loading() or not rig.count("aborted")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rig.count("aborted") == 1 and not rig.loading()
+        assert rig.images.images == {} and len(rig.images.aborted) == 1
+    finally:
+        resume.set()
+        rig.client.close()
+        rig.server.stop(grace=None)
+        rig.service.stop()
+
+
+def test_a_slow_engine_is_not_mistaken_for_an_idle_client(tmp_path: Path) -> None:
+    """Only time spent waiting for the client counts: an engine slower than the timeout is fine."""
+    rig = _start(tmp_path, upload_idle_timeout_s=0.3)
+    real_load = rig.images.load
+
+    def slow_load(chunks: Iterable[bytes]) -> str:
+        def slowly() -> Iterator[bytes]:
+            for chunk in chunks:
+                time.sleep(0.2)
+                yield chunk
+
+        return real_load(slowly())
+
+    rig.images.load = slow_load  # type: ignore[method-assign]
+    try:
+        image = Image(layers=[tar_bytes([file_member("big", os.urandom(3 * 1024**2))])])
+        reply = _upload(rig, image.tarball(), chunk=65536)
+        assert reply.image_digest == image.digest()
+    finally:
+        rig.client.close()
+        rig.server.stop(grace=None)
+        rig.service.stop()
 
 
 def _benchmark(rig: Rig, tmp_path: Path) -> None:
