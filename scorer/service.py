@@ -110,15 +110,17 @@ class Service:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop scheduling; running attempts are killed and recovered at the next start."""
         self._stop.set()
+        # The scheduler first: once it is gone no run can start behind the snapshot below.
+        for thread in self._threads:
+            thread.join(timeout_s)
         with self._lock:
             tokens = list(self._tokens.values())
+            runs = list(self._runs)
         for token in tokens:
             token.event.set()
             if token.handle:
                 self._kill(token.handle)
-        with self._lock:
-            runs = list(self._runs)
-        for thread in [*self._threads, *runs]:
+        for thread in runs:
             thread.join(timeout_s)
 
     def recover(self) -> None:
@@ -246,21 +248,7 @@ class Service:
             ) from None
         except ExecutorError as exc:
             raise FailedPreconditionError(f"the container engine is unavailable: {exc}") from exc
-        ev = Evaluation(
-            id=f"ev_{uuid.uuid4().hex}",
-            seq=0,
-            submission_id=req.submission_id,
-            team=req.team,
-            benchmark=bench.name,
-            image_ref=req.image,
-            image_digest=info.id,
-            state=State.QUEUED,
-            gpus=bench.limits.gpus,
-            limits=bench.definition(),
-            created_at=now(),
-            updated_at=now(),
-            status_message="queued",
-        )
+        ev = _new_evaluation(req, bench, image_digest=info.id, message="queued")
         stored, created = self.store.create_evaluation(ev)
         if not created:
             return self._replay(stored, req)
@@ -281,20 +269,11 @@ class Service:
         reason = self.intake.rejection(req.image)
         if reason is None:
             raise NotFoundError(f"no refused upload {req.image.removeprefix('upload:')}")
-        ev = Evaluation(
-            id=f"ev_{uuid.uuid4().hex}",
-            seq=0,
-            submission_id=req.submission_id,
-            team=req.team,
-            benchmark=bench.name,
-            image_ref=req.image,
+        ev = _new_evaluation(
+            req,
+            bench,
             image_digest=req.image.removeprefix("upload:"),
-            state=State.QUEUED,
-            gpus=bench.limits.gpus,
-            limits=bench.definition(),
-            created_at=now(),
-            updated_at=now(),
-            status_message="the uploaded image was rejected",
+            message="the uploaded image was rejected",
         )
         # Under the scheduler's lock, so it never picks this evaluation up in between.
         with self._lock:
@@ -397,6 +376,8 @@ class Service:
         gpu_blocked = False
         ahead = {"cpu": 0, "gpu": 0}
         for ev in self.store.in_states([State.QUEUED]):
+            if self._stop.is_set():
+                return
             pool = "gpu" if ev.gpus else "cpu"
             with self._lock:
                 if ev.gpus == 0:
@@ -546,3 +527,25 @@ def _check_name(kind: str, name: str) -> None:
 
 def _age_s(ev: Evaluation) -> float:
     return max((now() - ev.created_at).total_seconds(), 0.0)
+
+
+def _new_evaluation(
+    req: SubmitRequest, bench: Benchmark, *, image_digest: str, message: str
+) -> Evaluation:
+    """A QUEUED evaluation of `req` on `bench`, not yet stored."""
+    stamp = now()
+    return Evaluation(
+        id=f"ev_{uuid.uuid4().hex}",
+        seq=0,
+        submission_id=req.submission_id,
+        team=req.team,
+        benchmark=bench.name,
+        image_ref=req.image,
+        image_digest=image_digest,
+        state=State.QUEUED,
+        gpus=bench.limits.gpus,
+        limits=bench.definition(),
+        created_at=stamp,
+        updated_at=stamp,
+        status_message=message,
+    )
