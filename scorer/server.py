@@ -71,6 +71,10 @@ def _loopback_only(context: grpc.ServicerContext) -> None:
         raise PermissionDeniedError("admin calls are accepted from loopback only")
 
 
+class _IdleTimeoutError(Exception):
+    """The upload's client sent nothing for too long; the call was cancelled."""
+
+
 class _IdleWatch:
     """Cancels an upload whose client has sent nothing for `limit_s` while the service waited.
 
@@ -88,11 +92,20 @@ class _IdleWatch:
         threading.Thread(target=self._run, name="upload-idle", daemon=True).start()
 
     def next(self, requests: Iterator[pb.UploadImageRequest]) -> pb.UploadImageRequest | None:
+        """The next message, None at the end; _IdleTimeoutError once the watch has fired (a
+        cancelled call may look like an error or like an ordinary end of the stream)."""
         self._waiting_since = time.monotonic()
         try:
-            return next(requests, None)
+            message = next(requests, None)
+        except grpc.RpcError:
+            if self.fired:
+                raise _IdleTimeoutError from None
+            raise
         finally:
             self._waiting_since = None
+        if self.fired:
+            raise _IdleTimeoutError
+        return message
 
     def _run(self) -> None:
         while not self._done.wait(min(1.0, self._limit_s / 4)):
@@ -168,16 +181,16 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
             return _upload_response(self._service.intake.upload(spec, chunks))
         except ScorerError as exc:
             _abort(context, exc)
+        except _IdleTimeoutError:
+            # The engine's load was cut already; the call is cancelled (the client sees CANCELLED).
+            log.warning(
+                "image_upload_idle",
+                peer=context.peer(),
+                idle_timeout_s=self._service.config.upload_idle_timeout_s,
+            )
         except grpc.RpcError:
-            # The client went away mid-stream, or stalled; the engine's load was cut already.
-            if watch.fired:
-                log.warning(
-                    "image_upload_idle",
-                    peer=context.peer(),
-                    idle_timeout_s=self._service.config.upload_idle_timeout_s,
-                )
-            else:
-                log.info("image_upload_aborted", peer=context.peer())
+            # The client went away mid-stream; the engine's load was cut already.
+            log.info("image_upload_aborted", peer=context.peer())
         finally:
             watch.stop()
         return None
