@@ -271,7 +271,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     @mapped
     def AddDataset(self, request: pb.AddDatasetRequest, context: Any) -> Any:
         _loopback_only(context)
-        record = self._service.add_dataset(request.name, request.videos_dir, request.labels_csv)
+        record = self._service.catalog.add_dataset(
+            request.name, request.videos_dir, request.labels_csv
+        )
         manifest = Manifest.from_json(record.manifest_json)
         per_split = manifest.videos_per_split()
         return convert.dataset(record, per_split)
@@ -279,7 +281,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     @mapped
     def VerifyDataset(self, request: pb.VerifyDatasetRequest, context: Any) -> Any:
         _loopback_only(context)
-        problems = self._service.verify_dataset(request.name)
+        problems = self._service.catalog.verify_dataset(request.name)
         return pb.VerifyDatasetResponse(ok=not problems, problems=problems)
 
     @mapped
@@ -287,7 +289,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         _loopback_only(context)
         if request.limits.gpus < 0 or request.limits.cpus < 0:
             raise InvalidArgumentError("limits must not be negative")
-        bench = self._service.add_benchmark(convert.benchmark_from_request(request))
+        bench = self._service.catalog.add_benchmark(convert.benchmark_from_request(request))
         return convert.benchmark(bench)
 
     @mapped

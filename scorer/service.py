@@ -1,5 +1,6 @@
-"""The service's use cases behind the gRPC surface: admin, submission, cancel, watch, recovery,
-and the FIFO scheduler that hands out CPU slots and whole GPUs exclusively."""
+"""The service's use cases behind the gRPC surface: submission, cancel, watch, recovery, and the
+FIFO scheduler that hands out CPU slots and whole GPUs exclusively. Datasets and benchmarks are
+the catalog's (catalog.py); uploads the intake's (intake.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import structlog
 
 from sandbox import ExecutorError, GpuAssignment, ImageNotFoundError
 from sandbox.executor import Executor
 from sandbox.image_store import DockerImageStore, ImageStore
+from scorer.catalog import Catalog
 from scorer.config import ServiceConfig
 from scorer.core.lifecycle import TERMINAL, FailureReason, State
-from scorer.core.manifest import DatasetError, Manifest
-from scorer.datasets import build_manifest, full_verify
 from scorer.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -30,7 +29,7 @@ from scorer.errors import (
 )
 from scorer.gpus import GpuInfo
 from scorer.intake import REJECTED_PREFIX, ImageIntake
-from scorer.models import Benchmark, DatasetRecord, Evaluation, Event
+from scorer.models import Benchmark, Evaluation, Event
 from scorer.receipts import Signer
 from scorer.runner import AttemptRunner, Cancelled, CancelToken, InfrastructureError
 from scorer.store import ACTIVE, SqliteJobStore, now
@@ -38,7 +37,6 @@ from scorer.telemetry import Telemetry
 
 log = structlog.get_logger("scorer.service")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 _IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$")
 
@@ -86,6 +84,7 @@ class Service:
             instance_id=self.instance_id,
             gpu_inventory=self._gpu_info,
         )
+        self.catalog = Catalog(store=store, gpu_count=len(self._gpu_pool))
         self.intake = ImageIntake(
             config=config, store=store, images=images or DockerImageStore(), telemetry=telemetry
         )
@@ -134,92 +133,6 @@ class Service:
             self._retry_or_fail(ev, "the service restarted while the evaluation ran")
         shutil.rmtree(self.config.runs_dir, ignore_errors=True)
         log.info("recovered", reaped_containers=reaped, interrupted=len(interrupted))
-
-    # --- admin ---------------------------------------------------------------------------------
-
-    def add_dataset(self, name: str, videos_dir: str, labels_csv: bytes) -> DatasetRecord:
-        _check_name("dataset", name)
-        folder = Path(videos_dir)
-        if not folder.is_absolute():
-            raise InvalidArgumentError("videos_dir must be an absolute path on the service host")
-        if not folder.is_dir():
-            raise InvalidArgumentError(
-                f"videos_dir {videos_dir} is not a folder on the service host"
-            )
-        try:
-            manifest, stats = build_manifest(folder, labels_csv)
-        except DatasetError as exc:
-            raise InvalidArgumentError(str(exc)) from exc
-        existing = self.store.get_dataset(name)
-        if existing is not None:
-            same = existing.videos_dir == str(folder.resolve()) and Manifest.from_json(
-                existing.manifest_json
-            ).same_content(manifest)
-            if not same:
-                raise AlreadyExistsError(
-                    f"dataset {name} exists with other contents; register it under a new name"
-                )
-            return existing  # re-adding the same files is a no-op (the first salt stays)
-        record = DatasetRecord(
-            name=name,
-            videos_dir=str(folder.resolve()),
-            manifest_json=manifest.to_json().decode(),
-            manifest_digest=manifest.digest,
-            stats_json=stats.to_json().decode(),
-            created_at=now(),
-        )
-        if not self.store.add_dataset(record):
-            raise AlreadyExistsError(f"dataset {name} was registered concurrently")
-        log.info(
-            "dataset_registered", dataset=name, digest=manifest.digest, videos=len(manifest.names)
-        )
-        stored = self.store.get_dataset(name)
-        if stored is None:
-            raise RuntimeError("invariant: stored must exist")
-        return stored
-
-    def verify_dataset(self, name: str) -> list[str]:
-        record = self._dataset(name)
-        problems = full_verify(Path(record.videos_dir), Manifest.from_json(record.manifest_json))
-        self.store.set_dataset_verified(name, "; ".join(problems[:5]) if problems else None)
-        log.info("dataset_verified", dataset=name, ok=not problems, problems=problems[:20])
-        return problems
-
-    def add_benchmark(self, bench: Benchmark) -> Benchmark:
-        _check_name("benchmark", bench.name)
-        self._dataset(bench.dataset)
-        lim = bench.limits
-        if not 0 < lim.time_limit_s <= 7 * 24 * 3600:
-            raise InvalidArgumentError("time limit must be between 0 and 7 days")
-        if lim.memory_bytes < 16 * 1024**2:
-            raise InvalidArgumentError("memory must be at least 16 MiB")
-        if not 0 < lim.cpus <= 1024:
-            raise InvalidArgumentError("cpus must be positive")
-        if lim.gpus < 0:
-            raise InvalidArgumentError("gpus must be 0 (CPU only) or more")
-        if lim.gpus > len(self._gpu_pool):
-            raise FailedPreconditionError(
-                f"the benchmark asks for {lim.gpus} GPUs; this service has {len(self._gpu_pool)}"
-            )
-        key = bench.organizer_public_key
-        if key is not None and len(key) != 32:
-            raise InvalidArgumentError("the organizer public key must be a raw 32-byte X25519 key")
-        try:
-            self.store.add_benchmark(replace(bench, created_at=now()))
-        except KeyError:
-            raise AlreadyExistsError(
-                f"benchmark {bench.name} exists with another definition; benchmarks never change"
-            ) from None
-        stored = self.store.get_benchmark(bench.name)
-        if stored is None:
-            raise RuntimeError("invariant: stored must exist")
-        return stored
-
-    def _dataset(self, name: str) -> DatasetRecord:
-        record = self.store.get_dataset(name)
-        if record is None:
-            raise NotFoundError(f"no dataset named {name}")
-        return record
 
     # --- evaluations ---------------------------------------------------------------------------
 
@@ -509,20 +422,7 @@ class Service:
     def _verify_loop(self) -> None:
         """Full re-hash of every dataset on a schedule (quick checks run before every attempt)."""
         while not self._stop.wait(60.0):
-            for name in self.store.list_datasets():
-                record = self.store.get_dataset(name)
-                if record is None:
-                    continue
-                age = (now() - (record.verified_at or record.created_at)).total_seconds()
-                if age >= self.config.dataset_verify_interval_s:
-                    self.verify_dataset(name)
-
-
-def _check_name(kind: str, name: str) -> None:
-    if not _NAME.match(name):
-        raise InvalidArgumentError(
-            f"{kind} name must be 1-64 characters of letters, digits and ._- (not {name!r})"
-        )
+            self.catalog.verify_due(self.config.dataset_verify_interval_s)
 
 
 def _age_s(ev: Evaluation) -> float:

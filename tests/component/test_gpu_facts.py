@@ -52,10 +52,10 @@ def service(tmp_path: Path) -> Iterator[tuple[Service, FakeExecutor, Signer]]:
     )
     svc.start()
     videos, labels = make_dataset(tmp_path)
-    svc.add_dataset("videos", str(videos), labels)
+    svc.catalog.add_dataset("videos", str(videos), labels)
     for name, gpus in (("gpu", 1), ("cpu", 0)):
         limits = BenchmarkLimits(time_limit_s=30, memory_bytes=2**30, cpus=1, gpus=gpus)
-        svc.add_benchmark(Benchmark(name=name, dataset="videos", limits=limits))
+        svc.catalog.add_benchmark(Benchmark(name=name, dataset="videos", limits=limits))
     yield svc, executor, signer
     svc.stop()
     store.close()
@@ -105,7 +105,7 @@ def test_a_benchmark_asking_for_more_gpus_than_discovered_is_refused(
     svc, _, _ = service
     limits = BenchmarkLimits(time_limit_s=30, memory_bytes=2**30, cpus=1, gpus=3)
     with pytest.raises(Exception, match="asks for 3 GPUs; this service has 2"):
-        svc.add_benchmark(Benchmark(name="big", dataset="videos", limits=limits))
+        svc.catalog.add_benchmark(Benchmark(name="big", dataset="videos", limits=limits))
 
 
 def test_serve_refuses_to_start_with_a_pinned_gpu_the_host_lacks(
