@@ -1,15 +1,18 @@
-"""The gate between an untrusted tar stream and the engine: bytes pass only once released.
+"""The gate between an untrusted tar stream and the engine: nothing passes unless let through.
 
-The inspector reads the decompressed upload through a `Gate`, a file that can only move forward:
-`seek` past a member's data reads it through (handing it on) without copying it anywhere else.
-Every byte read is held until the inspector releases the offset past it: a member's header only
-after the member was checked, so the engine never parses a header the service has not approved.
-Ranges can be dropped instead (the uploaded manifest.json, whose tag-less copy the service
-appends itself once the whole image passed). Held bytes are at most a header's worth.
+The inspector reads the decompressed upload through a `Gate`, a file that only moves forward:
+`seek` past a member's data reads it through without copying it anywhere else. By default every
+byte read is dropped. After a member passed its checks the inspector `emit`s a header the service
+wrote itself (so the engine never parses a header from the upload: Python's and Go's tar readers
+disagree on some of them) and lets that member's data through with `forward`. Withheld members
+(manifest.json: the service appends a tag-less one once the whole image passed) are simply never
+let through. A `tap` sees a range of bytes as they pass (the inspector hashes each layer).
 """
 
 from __future__ import annotations
 
+import tarfile
+from collections.abc import Callable
 from typing import Protocol
 
 _CHUNK_BYTES = 1024 * 1024
@@ -30,16 +33,14 @@ class Sink(Protocol):
 
 
 class Gate:
-    """A read-only file over `source` that hands released bytes to `sink` (None: to no one)."""
+    """A forward-only file over `source` that hands what it is told to let through to `sink`."""
 
     def __init__(self, source: Source, sink: Sink | None) -> None:
         self._source = source
         self._sink = sink
-        self._held = bytearray()  # bytes [self._out, self._in): read, not yet handed on
         self._in = 0  # offset of the end of what was read
-        self._out = 0  # offset up to which bytes were handed on or dropped
-        self._limit = 0  # bytes below this offset may be handed on
-        self._drops: list[tuple[int, int]] = []  # ranges that are never handed on
+        self._through: tuple[int, int] = (0, 0)  # bytes read in this range go on to the sink
+        self._tap: tuple[int, int, Callable[[bytes], None]] | None = None
 
     def readable(self) -> bool:
         return True
@@ -53,7 +54,7 @@ class Gate:
     def read(self, n: int = -1) -> bytes:
         """Exactly n bytes, fewer only at the end of the stream."""
         if n < 0:
-            raise ValueError("the gate reads a given number of bytes")
+            raise tarfile.ReadError("the gate reads a given number of bytes")
         parts: list[bytes] = []
         want = n
         while want > 0 and (data := self._source.read(min(want, _CHUNK_BYTES))):
@@ -63,69 +64,59 @@ class Gate:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def seek(self, pos: int, whence: int = 0) -> int:
-        """Move forward to `pos`, reading through (and handing on) what lies before it."""
+        """Move forward to `pos`, reading through what lies before it."""
         if whence == 1:
             pos += self._in
         elif whence != 0:
-            raise OSError("the gate cannot seek from the end of a stream")
+            raise tarfile.ReadError("the gate cannot seek from the end of a stream")
         if pos < self._in:
-            raise OSError(f"the gate moves forward only (at {self._in}, asked for {pos})")
+            # tarfile reads an archive in order; anything else is a malformed archive.
+            raise tarfile.ReadError(f"the archive goes back (from byte {self._in} to {pos})")
         while self._in < pos and (data := self._source.read(min(pos - self._in, _CHUNK_BYTES))):
             self._take(data)
         return self._in
 
-    def _take(self, data: bytes) -> None:
-        start, self._in = self._in, self._in + len(data)
-        if self._sink is None:
-            return
-        if (
-            not self._held
-            and start == self._out
-            and self._in <= self._limit
-            and not any(a < self._in and b > start for a, b in self._drops)
-        ):
-            self._out = self._in  # all of it is released already: hand it on without a copy
+    def emit(self, data: bytes) -> None:
+        """Hand the service's own bytes (a header it wrote) to the sink, here in the stream."""
+        if self._sink is not None:
             self._sink.put(data)
-        else:
-            self._held += data
-            self._flush()
 
-    def release(self, upto: int) -> None:
-        """Bytes before offset `upto` may go on to the engine."""
-        self._limit = max(self._limit, upto)
-        self._flush()
+    def forward(self, start: int, end: int) -> None:
+        """Let the bytes in [start, end) through; nothing before `start` may be pending."""
+        if start != self._in:
+            raise tarfile.ReadError(f"a member's data starts at {start}, not at {self._in}")
+        self._through = (start, end)
 
-    def drop(self, start: int, end: int) -> None:
-        """Bytes in [start, end) never go on. Call before releasing past `start`."""
-        if start < self._out:
-            raise ValueError("that range was handed on already")
-        self._drops.append((start, end))
+    def tap(self, start: int, end: int, fn: Callable[[bytes], None]) -> None:
+        """Call `fn` with the bytes in [start, end) as they are read (one range at a time)."""
+        if start != self._in:
+            raise tarfile.ReadError(f"a member's data starts at {start}, not at {self._in}")
+        self._tap = (start, end, fn)
 
     def abort(self) -> None:
         """Hand nothing more on, and tell the sink to discard what it has."""
         sink, self._sink = self._sink, None
-        self._held.clear()
         if sink is not None:
             sink.abort()
 
-    def _flush(self) -> None:
-        sink = self._sink
-        if sink is None:
-            self._held.clear()
-            return
-        end = min(self._in, self._limit)
-        while self._out < end:
-            drop = next(((a, b) for a, b in self._drops if b > self._out), None)
-            if drop is not None and drop[0] <= self._out:
-                stop = min(drop[1], end)
-                del self._held[: stop - self._out]
-                self._out = stop
-                continue
-            stop = end if drop is None else min(end, drop[0])
-            piece = bytes(self._held[: stop - self._out])
-            del self._held[: stop - self._out]
-            self._out = stop
-            sink.put(piece)
+    def _take(self, data: bytes) -> None:
+        start, self._in = self._in, self._in + len(data)
+        if self._tap is not None:
+            a, b, fn = self._tap
+            if piece := _slice(data, start, a, b):
+                fn(piece)
+            if self._in >= b:
+                self._tap = None
+        if self._sink is not None and (piece := _slice(data, start, *self._through)):
+            self._sink.put(piece)
+
+
+def _slice(data: bytes, offset: int, start: int, end: int) -> bytes:
+    """The part of `data` (which begins at `offset`) that lies in [start, end)."""
+    lo, hi = max(start - offset, 0), min(end - offset, len(data))
+    if lo <= 0 and hi >= len(data):
+        return data  # all of it: no copy
+    return data[lo:hi] if lo < hi else b""
 
 
 class Window:
@@ -160,7 +151,7 @@ class Window:
         if pos >= len(self.head):
             self._gate.seek(self._start + pos)
         elif self._gate.tell() != self._start + len(self.head):
-            raise OSError("the window moves forward only, once past its first block")
+            raise tarfile.ReadError("the member goes back past its first block")
         self._pos = pos
         return pos
 

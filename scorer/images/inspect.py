@@ -18,21 +18,25 @@ import json
 import posixpath
 import re
 import tarfile
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, cast
 
 from scorer.images.gate import Gate, Sink, Source, Window
 from scorer.images.layers import (
     Budget,
+    Gunzip,
     ImageRejectedError,
     OverBudgetError,
     StrictInfo,
     check_member,
     layer_kind,
+    safe_name,
     walk_layer,
 )
+from scorer.images.receive import Worker
 
 __all__ = ["ImageRejectedError", "ImageReport", "InspectCaps", "inspect_image", "inspect_stream"]
 
@@ -178,6 +182,7 @@ class _Seen:
     data: bytes | None = None  # kept when small and not a tar: config, manifest
     members: int = 0
     bytes: int = 0
+    diff_id: str = ""  # sha256 of the layer as the engine unpacks it (decompressed)
     error: str | None = None  # why it is not a usable layer
 
 
@@ -187,31 +192,54 @@ class _Walk:
     outer: Budget
     inner: Budget
     members: dict[str, tarfile.TarInfo] = field(default_factory=dict)
+    links: set[str] = field(default_factory=set)  # outer symlinks: never a parent folder
+    parents: set[str] = field(default_factory=set)  # every folder a member sits in
     seen: dict[str, _Seen] = field(default_factory=dict)
     kept: int = 0
 
-    def look(self, gate: Gate, member: tarfile.TarInfo) -> _Seen:
-        window = Window(gate, member.offset_data, member.size)
-        kind = layer_kind(window.head)
-        if member.size <= _MAX_JSON_BYTES:
-            data = window.read()
-            if kind == "other":
-                self.kept += len(data)
-                if self.kept > _MAX_KEPT_BYTES:
-                    raise ImageRejectedError("the tarball holds too many small files")
-                return _Seen(kind, data=data)
-            return self._walk(io.BytesIO(data), kind, member.name)
-        return self._walk(cast(IO[bytes], window), kind, member.name)
+    def look(self, gate: Gate, member: tarfile.TarInfo, name: str) -> _Seen:
+        """Read one regular member: keep it if small and not a tar, else walk and hash it."""
+        digest = hashlib.sha256()
+        hasher = Worker(digest.update)  # hashing overlaps reading
+        try:
+            gate.tap(member.offset_data, member.offset_data + member.size, hasher.put)
+            window = Window(gate, member.offset_data, member.size)
+            kind = layer_kind(window.head)
+            if member.size <= _MAX_JSON_BYTES:
+                data = window.read()
+                if kind == "other":
+                    self.kept += len(data)
+                    if self.kept > _MAX_KEPT_BYTES:
+                        raise ImageRejectedError("the tarball holds too many small files")
+                    return _Seen(kind, data=data)
+                source: IO[bytes] = io.BytesIO(data)
+            else:
+                source = cast(IO[bytes], window)
+            if kind == "gzip":
+                plain = hashlib.sha256()  # the diff_id is the decompressed layer's
+                seen = self._walk(cast(IO[bytes], Gunzip(source, plain.update)), kind, name)
+                return replace(seen, diff_id=f"sha256:{plain.hexdigest()}")
+            seen = self._walk(source, kind, name)
+            window.seek(member.size)  # the rest of the member (past its end-of-archive) counts
+            hasher.close()
+            return replace(seen, diff_id=f"sha256:{digest.hexdigest()}")
+        finally:
+            hasher.close()
 
     def _walk(self, fileobj: IO[bytes], kind: str, name: str) -> _Seen:
         if kind not in ("tar", "gzip"):
             return _Seen(kind)
         try:
-            count, total = walk_layer(fileobj, kind, name, self.inner)
+            count, total = walk_layer(fileobj, name, self.inner, stream=kind == "gzip")
+            if kind == "gzip":
+                while fileobj.read(1024 * 1024):  # to the end: it is all hashed and checked
+                    pass
         except OverBudgetError:
             raise
         except ImageRejectedError as exc:
             return _Seen(kind, error=str(exc))
+        except (tarfile.TarError, zlib.error) as exc:
+            return _Seen(kind, error=f"{name}: not a valid layer archive ({exc})")
         return _Seen(kind, members=count, bytes=total)
 
 
@@ -222,16 +250,18 @@ def inspect_stream(
     *,
     before_verdict: Callable[[], None] | None = None,
 ) -> ImageReport:
-    """Read the plain tar from `source` to its end-of-archive, handing checked bytes to `sink`.
+    """Read the plain tar from `source` to its end-of-archive, handing checked members to `sink`.
 
-    `before_verdict` runs after the end-of-archive (to read what follows it). Raises
-    ImageRejectedError if the image cannot run safely (the sink is then not aborted: the caller
-    decides). The tag-less manifest is the caller's to append (see rewrite.py).
+    Each member that passed goes on as a header the service writes itself plus the member's
+    data; manifest.json, repositories and index.json never do. `before_verdict` runs after the
+    end-of-archive (to read what follows it). Raises ImageRejectedError if the image cannot run
+    safely (the sink is then not aborted: the caller decides). The tag-less manifest is the
+    caller's to append (see rewrite.py).
     """
     gate = Gate(source, sink)
     walk = _Walk(
         caps=caps,
-        outer=Budget(bytes_left=caps.max_uncompressed_bytes, members_left=caps.max_members),
+        outer=Budget(bytes_left=caps.max_uncompressed_bytes, members_left=4 * caps.max_layers + 16),
         inner=Budget(bytes_left=caps.max_uncompressed_bytes, members_left=caps.max_members),
     )
     try:
@@ -239,6 +269,7 @@ def inspect_stream(
             fileobj=gate, mode="r:", tarinfo=StrictInfo
         ) as tar:
             while (member := tar.next()) is not None:
+                tar.members.clear()  # walk.members keeps what is needed
                 _member(tar, member, walk, gate)
     except tarfile.TarError as exc:
         raise ImageRejectedError(f"not a valid tar archive ({exc})") from exc
@@ -249,17 +280,49 @@ def inspect_stream(
 
 def _member(tar: tarfile.TarFile, member: tarfile.TarInfo, walk: _Walk, gate: Gate) -> None:
     name = check_member(member, "tarball", outer=True)
-    if member.issparse():
-        raise ImageRejectedError(f"tarball: member {name!r} is a sparse file")
     if name in walk.members and not member.isdir():
         raise ImageRejectedError(f"member {name!r} appears twice")
+    _check_folders(walk, name, member)
     walk.outer.spend(member, "tarball")
+    member.pax_headers = {}  # read already; a kept member holds only what the checks need
     walk.members[name] = member
-    if name in _WITHHELD:
-        gate.drop(member.offset, tar.offset)
-    gate.release(tar.offset)  # tar.offset: where the next header starts
+    if name not in _WITHHELD:
+        gate.emit(_header(name, member))
+        gate.forward(member.offset_data, tar.offset)  # tar.offset: the next header's start
     if member.isfile():
-        walk.seen[name] = walk.look(gate, member)
+        walk.seen[name] = walk.look(gate, member, name)
+
+
+def _check_folders(walk: _Walk, name: str, member: tarfile.TarInfo) -> None:
+    """No member may sit under an outer symlink: the engine would write through the link."""
+    parts = name.split("/")
+    folders = ["/".join(parts[:i]) for i in range(1, len(parts))]
+    if any(folder in walk.links for folder in folders):
+        raise ImageRejectedError(f"member {name!r} sits under a symlink in the tarball")
+    if member.issym():
+        if name in walk.parents:
+            raise ImageRejectedError(f"symlink {name!r} replaces a folder of the tarball")
+        walk.links.add(name)
+    walk.parents.update(folders)
+
+
+def _header(name: str, member: tarfile.TarInfo) -> bytes:
+    """The header the engine reads for a member that passed: written by the service, from the
+    checked fields only, so the engine sees the very name, type, link and size inspected."""
+    info = tarfile.TarInfo(name)
+    if member.isdir():
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+    elif member.issym():
+        info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, member.linkname
+    elif member.islnk():
+        info.type, info.mode = tarfile.LNKTYPE, 0o644
+        info.linkname = safe_name(member.linkname, "tarball")
+    else:
+        info.type, info.mode, info.size = tarfile.REGTYPE, 0o644, member.size
+    try:
+        return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+    except (UnicodeError, ValueError) as exc:
+        raise ImageRejectedError(f"member {name!r} has a name that is not UTF-8") from exc
 
 
 def _json_member(walk: _Walk, name: str) -> bytes:
@@ -284,16 +347,23 @@ def _verdict(walk: _Walk) -> ImageReport:
         raise ImageRejectedError(f"{len(layers)} layers; at most {walk.caps.max_layers}")
     blob = _json_member(walk, entry["Config"])
     digest = _config_digest(entry["Config"], blob)
-    fields = _report_fields(_strict_json(blob, "the image config"), len(layers))
+    config = _strict_json(blob, "the image config")
+    fields = _report_fields(config, len(layers))
+    diff_ids = config["rootfs"]["diff_ids"]
     used = 0
     for i, layer in enumerate(layers):
         seen = walk.seen[_resolve(walk.members, layer)]
         if seen.kind == "zstd":
-            raise ImageRejectedError(f"layer {i + 1}: zstd-compressed layers are not supported")
+            raise ImageRejectedError(
+                f"layer {i + 1}: only plain and gzip-compressed layers are supported"
+            )
         if seen.error is not None:
             raise ImageRejectedError(f"layer {i + 1}: {seen.error}")
         if seen.kind not in ("tar", "gzip"):
             raise ImageRejectedError(f"layer {i + 1}: not a valid layer archive")
+        if seen.diff_id != diff_ids[i]:
+            # What was walked is then not what the engine would unpack for this layer.
+            raise ImageRejectedError(f"layer {i + 1} does not match the config's diff_id")
         used += seen.bytes
         if used > walk.caps.max_uncompressed_bytes:
             raise ImageRejectedError("the image unpacks to more bytes than this service accepts")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Self
+from typing import IO, Any, Self, cast
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -76,10 +77,14 @@ def check_member(member: tarfile.TarInfo, where: str, *, outer: bool) -> str:
 
 
 def layer_kind(head: bytes) -> str:
-    """What a member's first block says it is: "tar", "gzip", "zstd" or "other"."""
+    """What a member's first block says it is: "tar", "gzip", "zstd" (or another compression
+    the engine knows: bzip2, xz, a zstd skippable frame) or "other"."""
     if head.startswith(GZIP_MAGIC):
         return "gzip"
-    if head.startswith(ZSTD_MAGIC):
+    # What the engine would decompress but the inspector does not read: refused as a layer.
+    if head.startswith((ZSTD_MAGIC, b"BZh", b"\xfd7zXZ\x00")) or (
+        len(head) >= 4 and head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50
+    ):
         return "zstd"
     if len(head) < tarfile.BLOCKSIZE:
         return "other"
@@ -93,36 +98,134 @@ def layer_kind(head: bytes) -> str:
     return "tar"
 
 
+_EXTENDED_MAX_BYTES = 8 * 1024  # a PAX or GNU long-name header's data (paths, xattrs)
+_POSIX_MAGIC = b"ustar\x0000"
+
+
 class StrictInfo(tarfile.TarInfo):
-    """A TarInfo whose archive fails on a header it cannot read, where tarfile would stop quietly
-    (a member hidden behind such a header would then go unchecked, but not unread by the engine).
+    """Headers that Python's tarfile and Go's archive/tar (the engine's) read the same way.
+
+    Anything else fails the archive with ReadError: where tarfile would stop quietly (an
+    unreadable header), or where the two readers disagree on a name or a size (a name prefix
+    outside the POSIX format, global or Solaris extended headers, PAX mixed with GNU long names,
+    GNU sparse records, hdrcharset), or where tarfile would read an unbounded header into memory
+    (extended headers are capped; this also bounds CVE-2024-6232's regex on Python < 3.11.10).
     """
 
     @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        if buf[257:265] != _POSIX_MAGIC and buf[345:500].strip(b"\0"):
+            raise tarfile.ReadError("a header has a name prefix outside the POSIX format")
+        return super().frombuf(buf, encoding, errors)
+
+    @classmethod
     def fromtarfile(cls, archive: tarfile.TarFile) -> Self:
+        depth: int = getattr(archive, "_strict_depth", 0)
+        if depth == 0:
+            archive._strict_chain = []  # type: ignore[attr-defined]  # the extended headers
+        archive._strict_depth = depth + 1  # type: ignore[attr-defined]
         try:
-            return super().fromtarfile(archive)
+            info = super().fromtarfile(archive)
         except tarfile.HeaderError as exc:
             if type(exc).__name__ in ("InvalidHeaderError", "TruncatedHeaderError"):
                 where = archive.offset
                 raise tarfile.ReadError(f"unreadable header at byte {where}: {exc}") from exc
             raise  # a zero block or the end: the archive ends here
+        finally:
+            archive._strict_depth = depth  # type: ignore[attr-defined]
+        if depth == 0:
+            _check_records(info)
+        return info
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> Self:
+        if self.size < 0:
+            raise tarfile.ReadError(f"member {self.name!r} has a negative size")
+        if self.type in (tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
+            raise tarfile.ReadError("global extended headers are not accepted")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.ReadError(f"member {self.name!r} is a sparse file")
+        if self.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            if self.size > _EXTENDED_MAX_BYTES:
+                raise tarfile.ReadError(f"an extended header of {self.size} bytes")
+            chain: list[bytes] = tarfile_._strict_chain  # type: ignore[attr-defined]
+            chain.append(self.type)
+            if len(set(chain)) != len(chain) or (tarfile.XHDTYPE in chain and len(chain) > 1):
+                raise tarfile.ReadError("a member has conflicting extended headers")
+        return super()._proc_member(tarfile_)  # type: ignore[misc,no-any-return]
 
 
-def walk_layer(fileobj: IO[bytes], kind: str, where: str, budget: Budget) -> tuple[int, int]:
-    """Walk one layer's members (a plain tar, read in order, or a gzip stream) within the budget.
+def _check_records(info: tarfile.TarInfo) -> None:
+    for key in info.pax_headers:
+        if key.startswith("GNU.sparse") or key == "hdrcharset":
+            raise tarfile.ReadError(f"member {info.name!r} has a PAX record {key!r}")
+    if info.size < 0:
+        raise tarfile.ReadError(f"member {info.name!r} has a negative size")
+
+
+class Gunzip:
+    """A gzip layer decompressed as Go's reader takes it: one or more members, nothing after.
+
+    Every decompressed byte goes to `on_data` (the inspector hashes the layer for its diff_id);
+    output is produced a chunk at a time, so a bomb costs no memory.
+    """
+
+    _CHUNK = 1024 * 1024
+
+    def __init__(self, source: IO[bytes], on_data: Callable[[bytes], object]) -> None:
+        self._src = source
+        self._on = on_data
+        self._d = zlib.decompressobj(wbits=31)
+        self._buf = b""
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        while (n < 0 or len(self._buf) < n) and not self._eof:
+            self._fill()
+        if n < 0:
+            n = len(self._buf)
+        data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    def _fill(self) -> None:
+        if self._d.unconsumed_tail:
+            data = self._d.unconsumed_tail
+        elif self._d.eof:
+            data = self._d.unused_data
+            while len(data) < len(GZIP_MAGIC) and (more := self._src.read(self._CHUNK)):
+                data += more
+            if not data:
+                self._eof = True
+                return
+            if not data.startswith(GZIP_MAGIC):
+                raise tarfile.ReadError("the layer has data after its gzip stream")
+            self._d = zlib.decompressobj(wbits=31)
+        else:
+            data = self._src.read(self._CHUNK)
+            if not data:
+                raise tarfile.ReadError("the layer's gzip stream is truncated")
+        out = self._d.decompress(data, self._CHUNK)
+        if out:
+            self._on(out)
+            self._buf += out
+
+
+def walk_layer(
+    fileobj: IO[bytes], where: str, budget: Budget, *, stream: bool = False
+) -> tuple[int, int]:
+    """Walk one layer's members within the budget: a plain tar read in order (seeking over
+    data), or with `stream` one that can only be read (a gzip layer, through `Gunzip`).
 
     Returns (members, bytes). ImageRejectedError names the first bad member; OverBudgetError
     means the image as a whole is too big.
     """
     count = total = 0
-    mode = "r|gz" if kind == "gzip" else "r:"
     try:
+        mode = "r|" if stream else "r:"
         with tarfile.open(  # type: ignore[call-overload]
-            fileobj=fileobj, mode=mode, bufsize=1024 * 1024, tarinfo=StrictInfo
+            fileobj=fileobj, mode=mode, tarinfo=StrictInfo, bufsize=1024**2
         ) as layer:
             while (member := layer.next()) is not None:
-                layer.members.clear()  # a layer may hold a million files: keep none of them
+                cast(Any, layer).members.clear()  # a layer may hold 1M files: keep none
                 check_member(member, where, outer=False)
                 budget.spend(member, where)
                 count += 1

@@ -43,7 +43,7 @@ class UploadError(Exception):
         self.problem = problem
 
 
-class _Worker:
+class Worker:
     """Feeds chunks to `fn` on its own thread, so receiving and hashing overlap.
 
     hashlib releases the GIL on large buffers; the queue is bounded (a few chunks), so memory
@@ -88,7 +88,7 @@ class Received:
         self.declared = declared
         self.count = 0
         self._hash = hashlib.sha256()
-        self._hasher = _Worker(self._hash.update)
+        self._hasher = Worker(self._hash.update)
 
     def hexdigest(self) -> str:
         self._hasher.close()

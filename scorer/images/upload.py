@@ -39,29 +39,37 @@ def receive_image(
     promises and caps; whatever the chunk iterator raises (a client gone) passes through.
     """
     received = Received(chunks, declared_size_bytes)
-    compression = Compression.NONE
     try:
-        tar = Tar(received, max_tar_bytes)
-        compression = tar.compression
-        try:
-            # What follows the end-of-archive is read (and counted) before any verdict.
-            report = inspect_stream(tar, caps, sink, before_verdict=tar.drain)
-        except ImageRejectedError:
-            if sink is not None:
-                sink.abort()
-            received.drain()
-            received.check(sha256_hex)
-            raise
-        except CORRUPT as exc:
-            received.drain()
-            received.check(sha256_hex)
-            raise corrupt(received, compression, exc) from exc
-        received.check(sha256_hex)
-        return Inspected(
-            report=report,
-            compression=compression,
-            received_bytes=received.count,
-            tar_bytes=tar.count,
-        )
+        return _receive(received, sha256_hex, max_tar_bytes, caps, sink)
+    except BaseException:
+        if sink is not None:
+            sink.abort()  # whatever went wrong, the engine keeps nothing
+        raise
     finally:
         received.close()
+
+
+def _receive(
+    received: Received, sha256_hex: str, max_tar_bytes: int, caps: InspectCaps, sink: Sink | None
+) -> Inspected:
+    tar = Tar(received, max_tar_bytes)
+    try:
+        # What follows the end-of-archive is read (and counted) before any verdict.
+        report = inspect_stream(tar, caps, sink, before_verdict=tar.drain)
+    except ImageRejectedError:
+        if sink is not None:
+            sink.abort()  # at once: the rest is only received to check its size and hash
+        received.drain()
+        received.check(sha256_hex)
+        raise
+    except CORRUPT as exc:
+        received.drain()
+        received.check(sha256_hex)
+        raise corrupt(received, tar.compression, exc) from exc
+    received.check(sha256_hex)
+    return Inspected(
+        report=report,
+        compression=tar.compression,
+        received_bytes=received.count,
+        tar_bytes=tar.count,
+    )
