@@ -427,14 +427,25 @@ def test_data_after_a_gzip_layer_is_refused() -> None:
         inspect_stream(io.BytesIO(image.tarball()), CAPS, Engine())
 
 
-def test_a_layer_that_does_not_match_its_diff_id_is_refused() -> None:
-    """What was walked must be what the engine unpacks: each layer's sha256 is checked."""
-    image = Image()
+def test_a_gzip_layer_is_walked_and_matches_its_diff_id() -> None:
+    image = Image(layers=[gzip.compress(tar_bytes([file_member("ok", b"x")]))])
+    report = inspect_stream(io.BytesIO(image.tarball()), CAPS, Engine())
+    assert report.config_digest == image.digest() and report.uncompressed_bytes == 1
+
+
+def test_a_gzip_layer_that_does_not_match_its_diff_id_is_refused() -> None:
+    """What was walked must be what the engine unpacks: a gzip layer is hashed as decompressed.
+    (A plain layer reaches the engine byte for byte, and the engine checks its diff_id.)"""
+    image = Image(layers=[gzip.compress(tar_bytes([file_member("ok", b"x")]))])
     config = json.loads(image.config())
     config["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
     with pytest.raises(ImageRejectedError, match="diff_id"):
         inspect_stream(
-            io.BytesIO(Image(raw_config=json.dumps(config).encode()).tarball()), CAPS, Engine()
+            io.BytesIO(
+                Image(layers=image.layers, raw_config=json.dumps(config).encode()).tarball()
+            ),
+            CAPS,
+            Engine(),
         )
 
 
