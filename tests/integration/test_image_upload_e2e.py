@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ import pytest
 import zstandard
 
 from sandbox.images import build_busybox_image
+from scorer.client import Client
+from scorer.v1 import scorer_pb2 as pb
 from tests.integration.service_process import ServiceProcess
 from tests.integration.test_service_e2e import PREDICT, hidden, service  # noqa: F401
 
@@ -146,3 +149,39 @@ def test_a_foreign_architecture_upload_ends_image_rejected(
 def _manifest(path: Path) -> bytes:
     with tarfile.open(path) as tar:
         return tar.extractfile("manifest.json").read()  # type: ignore[union-attr]
+
+
+def test_a_client_that_disconnects_halfway_leaves_nothing_in_the_engine(
+    service: ServiceProcess,  # noqa: F811
+    saved_image: tuple[Path, str],
+    docker_client: docker.DockerClient,
+) -> None:
+    """The engine was reading the upload as it came; cut off, it keeps nothing."""
+    path, image_id = saved_image
+    data = path.read_bytes()
+    half_sent, release = threading.Event(), threading.Event()
+
+    def messages() -> Iterator[pb.UploadImageRequest]:
+        yield pb.UploadImageRequest(
+            metadata=pb.UploadImageMetadata(
+                declared_size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), name="x"
+            )
+        )
+        for i in range(0, len(data) // 2, 65536):
+            yield pb.UploadImageRequest(chunk=data[i : min(i + 65536, len(data) // 2)])
+        half_sent.set()
+        release.wait(30)  # hold the stream open, as a client would that went away
+
+    with Client(service.address) as client:
+        future = client.evaluations.UploadImage.future(messages(), timeout=60)
+        assert half_sent.wait(30)
+        time.sleep(0.5)  # let the service hand what it has to the engine
+        future.cancel()
+        release.set()
+    deadline = time.monotonic() + 10
+    while "image_upload_aborted" not in service.log_path.read_text():
+        assert time.monotonic() < deadline, "the service never saw the client go"
+        time.sleep(0.1)
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(image_id)
+    assert _engine_leftovers(docker_client) == []
