@@ -121,14 +121,19 @@ class ImageIntake:
             raise
         t1 = time.monotonic()
         report = inspected.report
-        already = known is not None or self._images.size_bytes(report.config_digest) is not None
         try:
+            present = self._images.size_bytes(report.config_digest) is not None
+            already = known is not None or present
             if feed is not None and already:
                 feed.abort()  # another tarball of an image the engine has: keep the one it has
             elif feed is not None:
                 self._commit(feed, report)
-        except ExecutorError as exc:
-            raise FailedPreconditionError(f"the container engine failed: {exc}") from exc
+        except BaseException as exc:
+            if feed is not None:
+                feed.abort()  # a no-op once the engine has read the whole stream
+            if isinstance(exc, ExecutorError):
+                raise FailedPreconditionError(f"the container engine failed: {exc}") from exc
+            raise
         log.info(
             "image_uploaded",
             image_digest=report.config_digest,

@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from sandbox import ExecutorError
+from sandbox.image_store import ImageLoadRefusedError
 from sandbox.testing import FakeExecutor, FakeRun
 from sandbox.testing_images import FakeImageStore
 from scorer.client import Client, ClientError
@@ -240,6 +242,29 @@ def test_a_slow_engine_is_not_mistaken_for_an_idle_client(tmp_path: Path) -> Non
         rig.client.close()
         rig.server.stop(grace=None)
         rig.service.stop()
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "words"),
+    [
+        (ExecutorError("the engine went away"), grpc.StatusCode.FAILED_PRECONDITION, "engine"),
+        (ImageLoadRefusedError("invalid diffID"), grpc.StatusCode.INVALID_ARGUMENT, "diffID"),
+    ],
+)
+def test_an_engine_that_fails_mid_load_is_reported_and_keeps_nothing(
+    rig: Rig, error: Exception, code: grpc.StatusCode, words: str
+) -> None:
+    def failing_load(chunks: Iterable[bytes]) -> str:
+        next(iter(chunks))  # it read some, then failed
+        raise error
+
+    rig.images.load = failing_load  # type: ignore[method-assign]
+    image = Image(layers=[tar_bytes([file_member("big", os.urandom(2 * 1024**2))])])
+    with pytest.raises(grpc.RpcError) as info:
+        _upload(rig, image.tarball(), chunk=65536)
+    assert info.value.code() is code  # type: ignore[attr-defined]
+    assert words in info.value.details()  # type: ignore[attr-defined]
+    assert rig.images.images == {} and not rig.loading()
 
 
 def _benchmark(rig: Rig, tmp_path: Path) -> None:
