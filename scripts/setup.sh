@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what scorer needs on a Debian 12 host, idempotently:
 #   - Debian's docker.io (engine), busybox-static (test images), ffmpeg (synthetic videos),
-#     debootstrap (offline base image for the example detector), runsc (gVisor, optional runtime);
+#     debootstrap (offline base image for the example detector), runsc (gVisor, optional runtime),
+#     iproute2 (a second host in a network namespace, for the remote-client test);
 #   - a Docker engine with gVisor registered as runtime "runsc" (--network=none);
 #   - a virtual environment in .venv with the package and its pinned dependencies.
 # Nothing here pulls from a container registry.
@@ -10,7 +11,8 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 need_pkgs=()
-for pair in dockerd:docker.io busybox:busybox-static ffmpeg:ffmpeg debootstrap:debootstrap runsc:runsc; do
+for pair in dockerd:docker.io busybox:busybox-static ffmpeg:ffmpeg debootstrap:debootstrap runsc:runsc \
+    ip:iproute2; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need_pkgs+=("$pkg")
 done

@@ -20,17 +20,19 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    def __init__(self, state_dir: Path, log_path: Path) -> None:
+    def __init__(self, state_dir: Path, log_path: Path, *, listen_host: str = "127.0.0.1") -> None:
+        """`listen_host` "0.0.0.0" binds beyond loopback; `address` stays the loopback one."""
         self.state_dir = state_dir
         self.log_path = log_path
         self.port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.listen = f"{listen_host}:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "scorer", "serve", "--listen", self.address,
+            sys.executable, "-m", "scorer", "serve", "--listen", self.listen,
             "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
             "--state-dir", str(self.state_dir),
         ]  # fmt: skip
