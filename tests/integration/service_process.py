@@ -27,8 +27,12 @@ class ServiceProcess:
         self.port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.listen = f"{listen_host}:{self.port}"
+        self.listen_host = listen_host
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def listen(self) -> str:
+        return f"{self.listen_host}:{self.port}"  # follows `port` (subclasses may choose it)
 
     def command(self) -> list[str]:
         return [
