@@ -113,12 +113,8 @@ class ImageIntake:
             known = None
         feed = None if known is not None else EngineFeed(self._images.load)
         t0 = time.monotonic()
-        try:
-            inspected = self._receive(spec, chunks, feed)
-        except BaseException:
-            if feed is not None:
-                feed.abort()  # the engine discards what it read and creates nothing
-            raise
+        # On any failure receive_image aborts the feed: the engine discards what it read.
+        inspected = self._receive(spec, chunks, feed)
         t1 = time.monotonic()
         report = inspected.report
         try:

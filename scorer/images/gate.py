@@ -6,13 +6,12 @@ byte read is dropped. After a member passed its checks the inspector `emit`s a h
 wrote itself (so the engine never parses a header from the upload: Python's and Go's tar readers
 disagree on some of them) and lets that member's data through with `forward`. Withheld members
 (manifest.json: the service appends a tag-less one once the whole image passed) are simply never
-let through. A `tap` sees a range of bytes as they pass (the inspector hashes each layer).
+let through.
 """
 
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Callable
 from typing import Protocol
 
 _CHUNK_BYTES = 1024 * 1024
@@ -40,7 +39,6 @@ class Gate:
         self._sink = sink
         self._in = 0  # offset of the end of what was read
         self._through: tuple[int, int] = (0, 0)  # bytes read in this range go on to the sink
-        self._tap: tuple[int, int, Callable[[bytes], None]] | None = None
 
     def readable(self) -> bool:
         return True
@@ -87,26 +85,8 @@ class Gate:
             raise tarfile.ReadError(f"a member's data starts at {start}, not at {self._in}")
         self._through = (start, end)
 
-    def tap(self, start: int, end: int, fn: Callable[[bytes], None]) -> None:
-        """Call `fn` with the bytes in [start, end) as they are read (one range at a time)."""
-        if start != self._in:
-            raise tarfile.ReadError(f"a member's data starts at {start}, not at {self._in}")
-        self._tap = (start, end, fn)
-
-    def abort(self) -> None:
-        """Hand nothing more on, and tell the sink to discard what it has."""
-        sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.abort()
-
     def _take(self, data: bytes) -> None:
         start, self._in = self._in, self._in + len(data)
-        if self._tap is not None:
-            a, b, fn = self._tap
-            if piece := _slice(data, start, a, b):
-                fn(piece)
-            if self._in >= b:
-                self._tap = None
         if self._sink is not None and (piece := _slice(data, start, *self._through)):
             self._sink.put(piece)
 

@@ -5,9 +5,10 @@ sha256 is the image id the engine must report after loading; sizes and layer cou
 no member escaping its folder, no device file; every layer a tar whose members pass the same
 rules. What the image declares is reported.
 
-The tarball is read once, in order, through a `Gate`: each member's header is checked before the
-engine may see it, and manifest.json, which comes late, is withheld; the service appends its
-tag-less copy only once the whole image passed, so the engine cannot create an image before that.
+The tarball is read once, in order, through a `Gate`: a member that passed its checks goes on to
+the engine under a header the service writes, and manifest.json, which comes late, is withheld;
+the service appends its tag-less copy only once the whole image passed, so the engine cannot
+create an image before that.
 """
 
 from __future__ import annotations
